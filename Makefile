@@ -1,0 +1,60 @@
+# The targets a new user needs: `make demo` and `make test`. Everything installs into .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+SHARED ?= ../shared
+DATASETS ?= $(SHARED)/datasets
+TEACHERS ?= $(SHARED)/teachers
+
+.PHONY: install install-eval install-train demo test lint eval bench train-detector train-ocr ocr-data clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e '.[edge,hub,dev]'
+	touch $@
+
+# The PP-OCRv4 teacher (evaluation baseline and OCR labelling) ships in rapidocr-onnxruntime;
+# --no-deps keeps its opencv-python from clashing with opencv-python-headless.
+install-eval: install
+	$(PIP) install -q --no-deps rapidocr-onnxruntime==1.4.4
+
+install-train: install-eval
+	$(PIP) install -q -e '.[train]'
+
+demo: install
+	$(VENV)/bin/alpr recognize --format table tests/data/plates
+	$(VENV)/bin/alpr recognize --format jsonl tests/data/plates/cc0-car-1.jpg
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+eval: install-eval
+	$(PY) scripts/eval.py --manifest $(DATASETS)/eval-ucsd/manifest.jsonl --out runs/eval-ucsd.json
+
+bench: install
+	$(PY) scripts/bench_recognize.py --images $(DATASETS)/detect/images/andrewmvd
+
+ocr-data: install-train
+	$(PY) scripts/make_ocr_data.py synth --count 50000 --seed 0 --out runs/ocr_data/synth.npz
+	$(PY) scripts/make_ocr_data.py real --manifest $(DATASETS)/detect/manifest.jsonl \
+		--teacher-cct $(TEACHERS)/cct_xs_v1_global.onnx --out runs/ocr_data/real.npz
+
+train-detector: install-train
+	$(PY) scripts/train_detector.py --manifest $(DATASETS)/detect/manifest.jsonl --out runs/detector \
+		--onnx models/plate_detector.onnx
+
+train-ocr: install-train
+	$(PY) scripts/train_ocr.py --synth runs/ocr_data/synth.npz --real runs/ocr_data/real.npz --out runs/ocr \
+		--onnx models/plate_ocr.onnx
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Plate recognition engine: the project's own ONNX detector and OCR model."""

@@ -1,0 +1,26 @@
+"""Constants shared by the recognition runtime and the training scripts."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+MODELS_DIR = Path(os.environ.get("ALPR_MODELS_DIR", Path(__file__).resolve().parents[2] / "models"))
+DETECTOR_MODEL = MODELS_DIR / "plate_detector.onnx"
+OCR_MODEL = MODELS_DIR / "plate_ocr.onnx"
+
+DETECTOR_STRIDE = 4
+DETECTOR_LONG_SIDE = 512
+"""Frames are letterboxed so their longer side is this many pixels (a multiple of 32)."""
+DETECTOR_SCORE_THRESHOLD = 0.3
+DETECTOR_NMS_IOU = 0.5
+DETECTOR_MAX_PLATES = 50
+
+OCR_WIDTH = 160
+OCR_HEIGHT = 48
+OCR_CROP_PAD_X = 0.03
+OCR_CROP_PAD_Y = 0.06
+"""Detector boxes are grown by these fractions of their size before the crop is read."""
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Images above this are refused rather than decoded (a 40 MP frame is already 120 MB of pixels)."""

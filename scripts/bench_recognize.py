@@ -1,0 +1,130 @@
+"""Benchmark the recognition engine: detector and OCR latency, and peak memory of `alpr recognize`.
+
+    python scripts/bench_recognize.py --images ../shared/datasets/detect/images/andrewmvd
+
+Detector: median and p90 ms per 1280x720 frame for each backend, single-threaded and with all
+threads. OCR: ms per plate, one plate per call and in batches of 8. Memory: peak RSS of
+`alpr recognize` over 100 images, measured by the kernel (ru_maxrss of the child process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
+from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
+from edge.recognition.types import BgrImage, DetectorBackend  # noqa: E402
+
+FRAME_W, FRAME_H = 1280, 720
+
+
+def timed(fn: Callable[[], object], repeat: int, warmup: int = 3) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        samples.append((time.perf_counter() - start) * 1000)
+    return {"median_ms": round(float(np.median(samples)), 2), "p90_ms": round(float(np.percentile(samples, 90)), 2)}
+
+
+def load_frames(folder: Path, count: int) -> list[BgrImage]:
+    paths = sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})[:count]
+    frames = []
+    for p in paths:
+        img = cv2.imread(str(p))
+        if img is not None:
+            frames.append(cv2.resize(img, (FRAME_W, FRAME_H)))
+    return frames
+
+
+def _time_detector(detector: OnnxPlateDetector, frames: list[BgrImage], repeat: int) -> dict[str, float]:
+    frame_cycle = itertools.cycle(frames)
+    return timed(lambda: detector.detect(next(frame_cycle)), repeat)
+
+
+def _time_reader(reader: OnnxPlateReader, crops: list[BgrImage], batch: int, repeat: int) -> dict[str, float]:
+    """Milliseconds per plate when reading ``batch`` plates in one call."""
+    crop_cycle = itertools.cycle(crops)
+    per_call = timed(lambda: reader.read([next(crop_cycle) for _ in range(batch)]), repeat)
+    return {k: round(v / batch, 3) for k, v in per_call.items()}
+
+
+def bench_detector(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    backends: tuple[DetectorBackend, ...] = ("onnxruntime", "opencv")
+    for backend in backends:
+        for threads in (1, os.cpu_count() or 1):
+            detector = OnnxPlateDetector(backend=backend, threads=threads)
+            results[f"{backend}/threads={threads}"] = _time_detector(detector, frames, repeat)
+    return results
+
+
+def bench_ocr(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
+    detector = OnnxPlateDetector(threads=1)
+    crops = [crop_plate(f, d.box) for f in frames for d in detector.detect(f)]
+    if not crops:
+        crops = [f[300:360, 500:700] for f in frames]
+    results: dict[str, Any] = {"crops": len(crops)}
+    for threads in (1, os.cpu_count() or 1):
+        reader = OnnxPlateReader(threads=threads)
+        results[f"threads={threads}/batch=1"] = _time_reader(reader, crops, 1, repeat)
+        results[f"threads={threads}/batch=8 (per plate)"] = _time_reader(reader, crops, 8, max(10, repeat // 8))
+    return results
+
+
+def bench_memory(folder: Path, count: int) -> dict[str, Any]:
+    paths = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})[:count]
+    alpr = Path(sys.executable).with_name("alpr")
+    start = time.perf_counter()
+    subprocess.run(
+        [str(alpr), "recognize", "--format", "jsonl", *paths],
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    elapsed = time.perf_counter() - start
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"images": len(paths), "peak_rss_mb": round(peak_kb / 1024, 1), "wall_s": round(elapsed, 2)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=Path, required=True, help="folder of photos to use as frames")
+    parser.add_argument("--frames", type=int, default=30)
+    parser.add_argument("--repeat", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=Path("runs/bench_recognize.json"))
+    args = parser.parse_args()
+    frames = load_frames(args.images, args.frames)
+    report = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
+        "detector_1280x720": bench_detector(frames, args.repeat),
+        "ocr_per_plate": bench_ocr(frames, args.repeat),
+        "alpr_recognize_memory": bench_memory(args.images, 100),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Evaluate detection and end-to-end reading on a labelled manifest (evaluation only, never training).
+
+    python scripts/eval.py --manifest ../shared/datasets/eval-ucsd/manifest.jsonl --out runs/eval-ucsd.json
+
+Reports, at IoU >= 0.5: detection recall and precision; end-to-end exact-read rate (a labelled plate
+counts only if a matched detection reads every character right) and character accuracy
+(1 - edit distance / characters); the OCR alone on crops cut at the labelled boxes; and, as
+baselines on the same crops, the PP-OCRv4 teacher and the fast-plate-ocr teacher.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
+from edge.recognition.geometry import match_boxes  # noqa: E402
+from edge.recognition.imageio import ImageLoadError, load_image  # noqa: E402
+from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
+from edge.recognition.types import DetectorBackend  # noqa: E402
+from scripts.trainlib.manifest import read_manifest  # noqa: E402
+
+logger = logging.getLogger("eval")
+
+
+def edit_distance(a: str, b: str) -> int:
+    row = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, cb in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ca != cb))
+    return row[-1]
+
+
+@dataclass
+class ReadScore:
+    """Exact reads and character errors over a set of labelled plates."""
+
+    plates: int = 0
+    exact: int = 0
+    char_errors: int = 0
+    chars: int = 0
+    misreads: list[dict[str, str]] = field(default_factory=list)
+
+    def add(self, truth: str, read: str, image: str) -> None:
+        self.plates += 1
+        self.exact += read == truth
+        self.char_errors += edit_distance(read, truth)
+        self.chars += len(truth)
+        if read != truth:
+            self.misreads.append({"image": image, "truth": truth, "read": read})
+
+    def summary(self) -> dict[str, float]:
+        return {
+            "plates": self.plates,
+            "exact_rate": round(self.exact / max(self.plates, 1), 4),
+            "char_accuracy": round(max(0.0, 1 - self.char_errors / max(self.chars, 1)), 4),
+        }
+
+
+def evaluate(
+    manifest: Path, backend: DetectorBackend, threads: int, baselines: bool, cct_path: Path | None
+) -> dict[str, Any]:
+    detector = OnnxPlateDetector(backend=backend, threads=threads)
+    reader = OnnxPlateReader(threads=threads)
+    teachers: dict[str, Any] = {}
+    if baselines:
+        from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher
+
+        teachers["ppocr_v4"] = PpOcrTeacher()
+        if cct_path is not None:
+            teachers["fast_plate_ocr_cct_xs"] = CctTeacher(cct_path)
+    n_gt = n_pred = n_tp = 0
+    end_to_end, ocr_on_truth = ReadScore(), ReadScore()
+    teacher_scores = {name: ReadScore() for name in teachers}
+    started = time.perf_counter()
+    items = read_manifest(manifest)
+    for item in items:
+        try:
+            image = load_image(item.path)
+        except ImageLoadError as exc:
+            logger.warning("%s: %s", item.path.name, exc)
+            continue
+        truth_boxes = item.boxes_for(image.shape[1], image.shape[0])
+        detections = detector.detect(image)
+        matched = match_boxes([d.box for d in detections], truth_boxes, 0.5)
+        n_gt, n_pred, n_tp = n_gt + len(truth_boxes), n_pred + len(detections), n_tp + len(matched)
+        readings = reader.read([crop_plate(image, d.box) for d in detections])
+        read_for_truth = {t: readings[p].text for p, t in matched.items()}
+        truth_crops = [crop_plate(image, box, 0.0, 0.0) for box in truth_boxes]
+        truth_reads = reader.read(truth_crops)
+        for t, plate in enumerate(item.plates):
+            if plate.text is None:
+                continue
+            end_to_end.add(plate.text, read_for_truth.get(t, ""), item.path.name)
+            ocr_on_truth.add(plate.text, truth_reads[t].text, item.path.name)
+            for name, teacher in teachers.items():
+                teacher_scores[name].add(plate.text, teacher.read(truth_crops[t]).text, item.path.name)
+    return {
+        "manifest": str(manifest),
+        "images": len(items),
+        "detector_backend": backend,
+        "seconds": round(time.perf_counter() - started, 1),
+        "detection": {
+            "plates": n_gt,
+            "detections": n_pred,
+            "recall": round(n_tp / max(n_gt, 1), 4),
+            "precision": round(n_tp / max(n_pred, 1), 4),
+        },
+        "end_to_end": end_to_end.summary(),
+        "ocr_on_labelled_boxes": ocr_on_truth.summary(),
+        "baselines_on_labelled_boxes": {name: s.summary() for name, s in teacher_scores.items()},
+        "misreads_end_to_end": end_to_end.misreads,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--out", type=Path, help="write the full report (with misreads) here as JSON")
+    parser.add_argument("--backend", choices=["onnxruntime", "opencv"], default="onnxruntime")
+    parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--no-baselines", action="store_true", help="skip the teacher baselines")
+    parser.add_argument(
+        "--teacher-cct",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "teachers" / "cct_xs_v1_global.onnx",
+    )
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    cct = args.teacher_cct if args.teacher_cct.is_file() else None
+    report = evaluate(args.manifest, args.backend, args.threads, not args.no_baselines, cct)
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+    summary = {k: v for k, v in report.items() if k != "misreads_end_to_end"}
+    print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training-only helpers (PyTorch). Not imported by the runtime packages."""

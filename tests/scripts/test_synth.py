@@ -1,0 +1,38 @@
+import numpy as np
+
+from scripts.trainlib.synth import LAYOUTS, available_fonts, label_of, render_plate, synth_sample
+
+
+def test_every_font_of_the_renderer_is_installed() -> None:
+    # .ci/run installs them from Debian packages; a missing one would silently narrow the training data.
+    assert len(available_fonts()) >= 6
+
+
+def test_label_drops_separators_and_row_breaks() -> None:
+    assert label_of("AB-123 C/D4") == "AB123CD4"
+
+
+def test_rendered_plates_have_clean_labels_and_cover_every_layout() -> None:
+    rng = np.random.default_rng(3)
+    seen = set()
+    for _ in range(150):
+        plate, label, layout = render_plate(rng)
+        seen.add(layout)
+        assert label.isalnum() and label.isupper() or label.isdigit()
+        assert 2 <= len(label) <= 10
+        assert plate.height == 160 and plate.width > plate.height
+    assert seen == {layout.name for layout in LAYOUTS}
+
+
+def test_synth_sample_is_a_degraded_crop_of_the_requested_size() -> None:
+    rng = np.random.default_rng(4)
+    image, label = synth_sample(rng, 160, 48)
+    assert image.shape == (48, 160, 3) and image.dtype == np.uint8
+    assert image.std() > 5  # not a blank canvas
+    assert label
+
+
+def test_rendering_is_reproducible_for_a_seed() -> None:
+    a, label_a = synth_sample(np.random.default_rng(7), 160, 48)
+    b, label_b = synth_sample(np.random.default_rng(7), 160, 48)
+    assert label_a == label_b and np.array_equal(a, b)
