@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from edge.clock import Timestamp
+from edge.recognition.formats import edit_distance, mask_plate
+from edge.recognition.geometry import box_iou
+from edge.recognition.ocr import crop_plate
 from edge.recognition.types import BgrImage, Box, Candidate, PlateResult
 
 logger = logging.getLogger(__name__)
@@ -246,7 +249,7 @@ class PlateTracker:
         for ti, track in enumerate(tracks):
             predicted = track.predicted_box(now)
             for ri, plate in enumerate(plates):
-                overlap = iou(predicted, plate.detection.box)
+                overlap = box_iou(predicted, plate.detection.box)
                 if overlap >= self.config.iou_match and overlap > 0.0:
                     pairs.append((-overlap, ti, ri))
         self._take(sorted(pairs), tracks, matched)
@@ -425,7 +428,7 @@ class PlateTracker:
             region=sample.result.reading.region,
             box=box,
             char_confidences=char_confidences,
-            crop=crop_box(sample.frame, box),
+            crop=crop_plate(sample.frame, box, 0.0, 0.0).copy(),  # a copy: frames are dropped later
             context=sample.frame,
             first_seen=track.first_seen,
             best_seen=sample.timestamp,
@@ -437,17 +440,6 @@ class PlateTracker:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two boxes (0 for degenerate ones)."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = _area(a) + _area(b) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def size_weight(box: Box) -> float:
@@ -472,36 +464,6 @@ def direction(areas: list[tuple[float, float]]) -> Direction:
     if change <= -DIRECTION_MIN_RELATIVE_CHANGE:
         return "receding"
     return "unknown"
-
-
-def crop_box(frame: BgrImage, box: Box) -> BgrImage:
-    """The box cut out of the frame, clipped to it, as a copy (the frame may be dropped later)."""
-    h, w = frame.shape[:2]
-    left, top = max(0, int(math.floor(box[0]))), max(0, int(math.floor(box[1])))
-    right, bottom = min(w, int(math.ceil(box[2]))), min(h, int(math.ceil(box[3])))
-    return frame[top : max(bottom, top + 1), left : max(right, left + 1)].copy()
-
-
-def mask_plate(text: str) -> str:
-    """A plate text safe for logs ("7AB***3"): ALPR data is sensitive, full plates stay out of them."""
-    if len(text) <= 4:
-        return text[:1] + "*" * (len(text) - 1)
-    return text[:3] + "*" * (len(text) - 4) + text[-1]
-
-
-def edit_distance(a: str, b: str, limit: int | None = None) -> int:
-    """Levenshtein distance; with ``limit``, any value above it may be reported as ``limit + 1``."""
-    if limit is not None and abs(len(a) - len(b)) > limit:
-        return limit + 1
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        if limit is not None and min(current) > limit:
-            return limit + 1
-        previous = current
-    return previous[-1]
 
 
 def _text_distance(texts: Iterable[str], others: Iterable[str], limit: int) -> int:

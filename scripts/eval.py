@@ -22,6 +22,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
+from edge.recognition.formats import edit_distance  # noqa: E402
 from edge.recognition.geometry import match_boxes  # noqa: E402
 from edge.recognition.imageio import ImageLoadError, load_image  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
@@ -29,15 +30,6 @@ from edge.recognition.types import DetectorBackend  # noqa: E402
 from scripts.trainlib.manifest import read_manifest  # noqa: E402
 
 logger = logging.getLogger("eval")
-
-
-def edit_distance(a: str, b: str) -> int:
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        previous, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (ca != cb))
-    return row[-1]
 
 
 @dataclass

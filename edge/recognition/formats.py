@@ -581,3 +581,25 @@ def decode_plate(
         region=ranking.regions[best],
         candidates=_alternatives(ranking, best, num_candidates),
     )
+
+
+def mask_plate(text: str) -> str:
+    """A plate text safe for logs ("7AB***3"): ALPR data is sensitive, full plates stay out of them."""
+    if len(text) <= 4:
+        return text[:1] + "*" * (len(text) - 1)
+    return text[:3] + "*" * (len(text) - 4) + text[-1]
+
+
+def edit_distance(a: str, b: str, limit: int | None = None) -> int:
+    """Levenshtein distance; with ``limit``, any value above it may be reported as ``limit + 1``."""
+    if limit is not None and abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        current = [i]
+        for j, cb in enumerate(b, 1):
+            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
+        if limit is not None and min(current) > limit:
+            return limit + 1
+        previous = current
+    return previous[-1]

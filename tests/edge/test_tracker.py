@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 
 from edge.clock import Timestamp
+from edge.recognition.formats import edit_distance, mask_plate
+from edge.recognition.ocr import crop_plate
 from edge.recognition.types import BgrImage, Box, Candidate, PlateDetection, PlateReading, PlateResult
-from edge.tracker import (
-    Observation,
-    PlateTracker,
-    TrackerConfig,
-    VehiclePass,
-    crop_box,
-    direction,
-    edit_distance,
-    iou,
-    mask_plate,
-)
+from edge.tracker import Observation, PlateTracker, TrackerConfig, VehiclePass, direction
 
 CAMERA = "cam-north"
 START = datetime(2025, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -273,11 +265,9 @@ def test_helpers() -> None:
     assert edit_distance("7ABC123", "7ABC128") == 1
     assert edit_distance("7ABC123", "ABC123") == 1
     assert edit_distance("7ABC123", "QQQ9999", limit=2) == 3
-    assert iou((0, 0, 10, 10), (5, 0, 15, 10)) == pytest.approx(1 / 3)
-    assert iou((0, 0, 10, 10), (20, 0, 30, 10)) == 0.0
     noisy = [(t * 0.2, 1000.0 + (30.0 if t % 2 else -30.0)) for t in range(10)]
     assert direction(noisy) == "unknown"
     assert direction(noisy[:2]) == "unknown"
     frame = make_frame(3)
-    crop = crop_box(frame, (-5.0, 350.0, 20.0, 400.0))  # clipped to the frame
+    crop = crop_plate(frame, (-5.0, 350.0, 20.0, 400.0), 0.0, 0.0)  # clipped to the frame
     assert crop.shape == (10, 20, 3)
