@@ -233,10 +233,7 @@ class Uplink:
         if isinstance(message, wire.AckMessage):
             self._on_ack(message)
         elif isinstance(message, wire.HotlistMessage) and blobs and self.hotlist_sink is not None:
-            entries = wire.unpack_hotlist_entries(blobs[0])
-            self.hotlist_sink(message, entries)
-            self.stats.hotlist_version = message.version
-            logger.info("uplink: hot-list version %d received (%d entries)", message.version, len(entries))
+            self._take_hotlist(message, blobs[0])
         elif isinstance(message, wire.HotlistCurrentMessage):
             self.stats.hotlist_version = message.version
         elif isinstance(message, wire.ErrorMessage):
@@ -244,6 +241,19 @@ class Uplink:
             logger.warning("uplink: hub refused a message: %s %s", message.code, message.detail)
         else:
             self.stats.bad_replies += 1
+
+    def _take_hotlist(self, message: wire.HotlistMessage, blob: bytes) -> None:
+        assert self.hotlist_sink is not None
+        try:
+            entries = wire.unpack_hotlist_entries(blob)
+            self.hotlist_sink(message, entries)
+        except Exception as exc:  # a bad snapshot or a full disk must not kill the uplink thread
+            self.stats.bad_replies += 1
+            self.stats.last_error = f"hot-list: {type(exc).__name__}"
+            logger.error("uplink: hot-list version %d not taken: %s", message.version, exc)
+            return
+        self.stats.hotlist_version = message.version
+        logger.info("uplink: hot-list version %d received (%d entries)", message.version, len(entries))
 
     def _on_ack(self, ack: wire.AckMessage) -> None:
         self._mark_up()
