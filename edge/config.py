@@ -198,15 +198,17 @@ def load_config(path: Path) -> EdgeConfig:
     try:
         config = EdgeConfig.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError([_problem(err) for err in exc.errors()]) from None
+        raise ConfigError(validation_problems(exc)) from None
     return _resolve_paths(config, path.parent)
 
 
-def _problem(err: object) -> str:
-    assert isinstance(err, dict)
-    location = ".".join(str(part) for part in err["loc"]) or "<root>"
-    message = str(err["msg"]).removeprefix("Value error, ")
-    return f"{location}: {message}"
+def validation_problems(exc: ValidationError) -> list[str]:
+    """One ``key.path: message`` line per problem (input values are not echoed: they may be secrets)."""
+    problems = []
+    for err in exc.errors():
+        location = ".".join(str(part) for part in err["loc"]) or "<root>"
+        problems.append(f"{location}: {str(err['msg']).removeprefix('Value error, ')}")
+    return problems
 
 
 def _resolve_paths(config: EdgeConfig, base: Path) -> EdgeConfig:

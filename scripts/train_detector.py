@@ -71,12 +71,20 @@ def _warp_boxes(boxes: np.ndarray, matrix: np.ndarray, tile: int) -> np.ndarray:
     return kept
 
 
-def _targets(boxes: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def _targets(
+    boxes: np.ndarray, tile: int, dense_size: float = 1.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Heatmap, size, offset, centre mask and size weights for one tile.
+
+    Size is supervised wherever a box's Gaussian is at least ``dense_size`` (1.0: the centre only),
+    weighted by the Gaussian: a peak found one cell off the centre still gets the right size.
+    """
     side = tile // STRIDE
     heat = np.zeros((side, side), np.float32)
     size = np.zeros((2, side, side), np.float32)
     offset = np.zeros((2, side, side), np.float32)
     mask = np.zeros((side, side), np.float32)
+    size_weight = np.zeros((side, side), np.float32)
     yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
     for x1, y1, x2, y2 in boxes / STRIDE:
         cx, cy, w, h = (x1 + x2) / 2, (y1 + y2) / 2, x2 - x1, y2 - y1
@@ -85,18 +93,22 @@ def _targets(boxes: np.ndarray, tile: int) -> tuple[np.ndarray, np.ndarray, np.n
         g = np.exp(-((xx - ix) ** 2 / (2 * sx**2) + (yy - iy) ** 2 / (2 * sy**2)))
         np.maximum(heat, g, out=heat)
         heat[iy, ix] = 1.0
-        size[:, iy, ix] = (math.log(max(w, 0.1)), math.log(max(h, 0.1)))
+        g[iy, ix] = 1.0
+        region = (g >= min(dense_size, 1.0)) & (g >= size_weight)
+        size[0][region], size[1][region] = math.log(max(w, 0.1)), math.log(max(h, 0.1))
+        size_weight[region] = g[region]
         offset[:, iy, ix] = (cx - ix, cy - iy)
         mask[iy, ix] = 1.0
-    return heat, size, offset, mask
+    return heat, size, offset, mask, size_weight
 
 
 class DetectionTiles(Dataset[tuple[torch.Tensor, ...]]):
     """Random augmented square tiles with CenterNet targets, one per image per epoch."""
 
-    def __init__(self, images: list[ManifestImage], tile: int, seed: int) -> None:
+    def __init__(self, images: list[ManifestImage], tile: int, seed: int, dense_size: float = 1.0) -> None:
         self.images = images
         self.tile = tile
+        self.dense_size = dense_size
         self.seed = seed
         self.epoch = 0
 
@@ -134,7 +146,7 @@ class DetectionTiles(Dataset[tuple[torch.Tensor, ...]]):
             tile_boxes = tile_boxes.copy()
             tile_boxes[:, [0, 2]] = self.tile - tile_boxes[:, [2, 0]]
         tile_img = real_world(tile_img, rng)
-        heat, size, offset, mask = _targets(tile_boxes, self.tile)
+        heat, size, offset, mask, size_weight = _targets(tile_boxes, self.tile, self.dense_size)
         rgb = cv2.cvtColor(tile_img, cv2.COLOR_BGR2RGB).transpose(2, 0, 1).astype(np.float32) / 255.0
         return (
             torch.from_numpy(rgb),
@@ -142,6 +154,7 @@ class DetectionTiles(Dataset[tuple[torch.Tensor, ...]]):
             torch.from_numpy(size),
             torch.from_numpy(offset),
             torch.from_numpy(mask[None]),
+            torch.from_numpy(size_weight[None]),
         )
 
 
@@ -151,6 +164,7 @@ def detection_loss(
     size: torch.Tensor,
     offset: torch.Tensor,
     mask: torch.Tensor,
+    size_weight: torch.Tensor,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     p_heat, p_size, p_off = pred
     p_heat = p_heat.clamp(1e-4, 1 - 1e-4)
@@ -160,7 +174,7 @@ def detection_loss(
     neg_loss = (torch.log(1 - p_heat) * p_heat**2 * neg_w * (1 - pos)).sum()
     n_pos = pos.sum().clamp(min=1.0)
     focal = -(pos_loss + neg_loss) / n_pos
-    size_l = (torch.abs(p_size - size) * mask).sum() / n_pos
+    size_l = (torch.abs(p_size - size) * size_weight).sum() / size_weight.sum().clamp(min=1.0)
     off_l = (torch.abs(p_off - offset) * mask).sum() / n_pos
     total = focal + size_l + off_l
     return total, {"focal": float(focal), "size": float(size_l), "offset": float(off_l)}
@@ -227,6 +241,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eval-every", type=int, default=5)
     parser.add_argument("--eval-long-side", type=int, default=512)
+    parser.add_argument(
+        "--dense-size",
+        type=float,
+        default=1.0,
+        help="supervise size where the target Gaussian >= this (1.0 = centre only)",
+    )
     parser.add_argument("--limit", type=int, default=0, help="use only this many images (smoke tests)")
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--export-only", action="store_true")
@@ -260,7 +280,7 @@ def main() -> None:
     if args.limit:
         train, val = train[: args.limit], val[: args.limit]
     logger.info("params=%d train=%d val=%d", count_parameters(model), len(train), len(val))
-    dataset = DetectionTiles(train, args.tile, args.seed)
+    dataset = DetectionTiles(train, args.tile, args.seed, args.dense_size)
     steps_per_epoch = math.ceil(len(train) / int(args.batch))
     total_steps = steps_per_epoch * int(args.epochs)
     warmup = min(300, total_steps // 10)
@@ -284,11 +304,11 @@ def main() -> None:
         )
         t0 = time.time()
         sums: dict[str, float] = {}
-        for i, (x, heat, size, off, mask) in enumerate(loader):
+        for i, (x, heat, size, off, mask, size_weight) in enumerate(loader):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step)
-            loss, parts = detection_loss(model(x), heat, size, off, mask)
+            loss, parts = detection_loss(model(x), heat, size, off, mask, size_weight)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)

@@ -93,22 +93,25 @@ class PlateOcrNet(nn.Module):
     Input: N x 1 x 48 x 160 grayscale in [0, 1]. Output: N x slots x classes softmax
     probabilities, slot i holding the i-th character of the left-aligned plate text or the
     pad class. Attention over the whole feature map lets two-row plates be read in order.
+    The stem strides early (large activation maps dominate CPU training time) and the third
+    stage strides only vertically, keeping horizontal resolution for narrow characters.
     """
 
     def __init__(
-        self, slots: int = 10, classes: int = 37, width: tuple[int, int, int, int] = (24, 48, 96, 160)
+        self, slots: int = 10, classes: int = 37, width: tuple[int, int, int, int] = (32, 64, 128, 160)
     ) -> None:
         super().__init__()
         c1, c2, c3, c4 = width
         self.features = nn.Sequential(
-            ConvBnAct(1, c1, 3, 1),
-            ConvBnAct(c1, c2, 3, 2),
+            ConvBnAct(1, c1, 3, 2),  # 24 x 80
+            DwResidual(c1),
+            ConvBnAct(c1, c2, 3, 2),  # 12 x 40
             DwResidual(c2),
-            ConvBnAct(c2, c3, 3, 2),
+            DwResidual(c2),
+            _strided(c2, c3, (2, 1)),  # 6 x 40
             DwResidual(c3),
             DwResidual(c3),
-            ConvBnAct(c3, c4, 3, 2),
-            DwResidual(c4),
+            _strided(c3, c4, (1, 2)),  # 6 x 20
             DwResidual(c4),
             DwResidual(c4),
         )
@@ -126,3 +129,7 @@ class PlateOcrNet(nn.Module):
         attn = torch.softmax(self.attention(f).reshape(n, self.slots, -1), dim=-1)
         pooled = torch.bmm(attn, f.reshape(n, c, -1).transpose(1, 2))
         return torch.softmax(self.classifier(pooled), dim=-1)
+
+
+def _strided(c_in: int, c_out: int, stride: tuple[int, int]) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))

@@ -1,0 +1,115 @@
+"""Database engines, sessions and schema migrations for the hub.
+
+Two back ends: SQLite (the embedded default, one file under ``var/``) and PostgreSQL (through psycopg
+3). Both are configured for durability first, because the hub acknowledges a read to the edge only
+after its commit returns and the edge then deletes it from its spool:
+
+- SQLite runs in WAL mode with ``synchronous=FULL`` (a commit survives a power cut), foreign keys on,
+  and a busy timeout so a second writer waits instead of failing. pysqlite's own transaction handling
+  is switched off and SQLAlchemy emits ``BEGIN`` itself, so reads share the writer's transaction and
+  savepoints work (the SQLAlchemy "serializable isolation / savepoints" recipe).
+- PostgreSQL URLs are pointed at the psycopg 3 driver whatever driver they name.
+
+The schema belongs to Alembic: :func:`upgrade` runs the migrations shipped inside this package
+(``hub/migrations``), so it works from any working directory and from an installed package.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_URL = "sqlite:///var/hub/hub.db"
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+"""How long a SQLite connection waits for another writer before giving up with "database is locked"."""
+
+_POSTGRES_DRIVERS = {"postgres", "postgresql", "postgresql+psycopg2", "postgresql+psycopg", "postgresql+pg8000"}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """The URL the hub connects with: PostgreSQL always through psycopg 3 (``postgresql+psycopg``)."""
+    parsed = make_url(url)
+    if parsed.drivername in _POSTGRES_DRIVERS:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    elif parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ValueError(f"unsupported database {parsed.get_backend_name()!r}: use sqlite or postgresql")
+    return parsed
+
+
+def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
+    """An engine for ``url`` configured for the hub (see the module docstring).
+
+    For a SQLite file the parent directory is created. Extra keyword arguments go to
+    :func:`sqlalchemy.create_engine` (pool sizes, ``echo``...).
+    """
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:" and not database.startswith("file:"):
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, **engine_kwargs)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    engine_kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(parsed, **engine_kwargs)
+
+
+def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolEntry) -> None:
+    assert isinstance(dbapi_connection, sqlite3.Connection)
+    # Hand transaction control to SQLAlchemy (see _sqlite_on_begin): pysqlite would otherwise run
+    # SELECTs outside any transaction and break SAVEPOINT.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        mode = cursor.execute("PRAGMA journal_mode = WAL").fetchone()
+        if mode is not None and str(mode[0]).lower() not in ("wal", "memory"):
+            logger.warning("SQLite refused WAL mode (journal_mode=%s)", mode[0])
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    """Sessions bound to ``engine``; objects stay readable after commit (``expire_on_commit=False``)."""
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str | URL) -> Config:
+    """An Alembic configuration for the migrations inside this package, pointed at ``url``."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    rendered = normalize_url(url).render_as_string(hide_password=False)
+    config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
+    config.attributes["url"] = rendered
+    return config
+
+
+def upgrade(url: str | URL, revision: str = "head") -> None:
+    """Migrate the database at ``url`` up to ``revision`` (the newest by default)."""
+    logger.info("migrating %s to %s", normalize_url(url).render_as_string(hide_password=True), revision)
+    command.upgrade(alembic_config(url), revision)
+
+
+def downgrade(url: str | URL, revision: str = "base") -> None:
+    """Migrate the database at ``url`` down to ``revision`` (an empty schema by default)."""
+    logger.info("migrating %s down to %s", normalize_url(url).render_as_string(hide_password=True), revision)
+    command.downgrade(alembic_config(url), revision)

@@ -1,0 +1,306 @@
+"""The hub's ingest server: a CurveZMQ ROUTER that admits enrolled nodes only.
+
+ZAP (ZeroMQ's authentication protocol) asks :class:`NodeRegistry` about every connecting key;
+unknown and revoked keys never get a session. Each admitted message is validated against the wire
+schema; anything malformed, oversized or of an unknown version is answered with an ``error``,
+counted, and never crashes the loop. Reads are stored in one transaction per drained group of
+messages (group commit) and acknowledged only after that commit: an acked read is durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import zmq
+import zmq.auth.thread
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from edge import wire
+from edge.sealing import Opener, SealError
+from hub.models import EvictionRecord, Node
+from hub.storage import ImageStore, record_heartbeat, store_reads
+
+logger = logging.getLogger(__name__)
+
+GROUP_MAX_READS = 2000
+"""Reads gathered from waiting messages into one database transaction."""
+REGISTRY_REFRESH_S = 5.0
+"""Enrolments and revocations take effect within this long without a restart."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnrolledNode:
+    id: int
+    name: str
+
+
+class NodeRegistry:
+    """Enrolled, unrevoked node keys, refreshed from the database; the ZAP credentials provider."""
+
+    def __init__(self, sessions: sessionmaker[Session], refresh_s: float = REGISTRY_REFRESH_S) -> None:
+        self.sessions = sessions
+        self.refresh_s = refresh_s
+        self._lock = threading.Lock()
+        self._by_key: dict[str, EnrolledNode] = {}
+        self._loaded_at = -1e9
+        self.denied = 0
+
+    def refresh(self) -> None:
+        with self.sessions() as session:
+            rows = session.execute(select(Node.id, Node.name, Node.curve_public_key).where(Node.revoked_utc.is_(None)))
+            by_key = {key: EnrolledNode(node_id, name) for node_id, name, key in rows}
+        with self._lock:
+            self._by_key = by_key
+            self._loaded_at = time.monotonic()
+
+    def lookup(self, z85_key: str) -> EnrolledNode | None:
+        if time.monotonic() - self._loaded_at > self.refresh_s:
+            self.refresh()
+        with self._lock:
+            return self._by_key.get(z85_key)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        """Called by the ZAP authenticator thread for every CURVE handshake."""
+        allowed = self.lookup(key.decode("ascii", "replace")) is not None
+        if not allowed:
+            self.denied += 1
+            logger.warning("refused a connection from an unknown or revoked node key")
+        return allowed
+
+
+@dataclass
+class IngestStats:
+    messages: int = 0
+    reads_stored: int = 0
+    duplicates: int = 0
+    reads_rejected: int = 0
+    heartbeats: int = 0
+    rejected_messages: Counter[str] = field(default_factory=Counter)
+    store_errors: int = 0
+
+
+StoredCallback = Callable[[EnrolledNode, Sequence[wire.ReadRecord], datetime], None]
+HotlistSnapshot = Callable[[int | None], tuple[wire.HotlistMessage, bytes] | wire.HotlistCurrentMessage | None]
+
+
+@dataclass
+class _Pending:
+    identity: bytes
+    node: EnrolledNode
+    records: list[wire.ReadRecord]
+    accepted_ids: list[str]
+    rejected: list[wire.Rejected]
+
+
+class IngestServer:
+    def __init__(
+        self,
+        endpoint: str,
+        curve_public: bytes,
+        curve_secret: bytes,
+        sessions: sessionmaker[Session],
+        images: ImageStore,
+        opener: Opener,
+        on_stored: StoredCallback | None = None,
+        hotlist_snapshot: HotlistSnapshot | None = None,
+        context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    ) -> None:
+        self.endpoint = endpoint
+        self.sessions = sessions
+        self.images = images
+        self.opener = opener
+        self.on_stored = on_stored
+        self.hotlist_snapshot = hotlist_snapshot
+        self.context = context or zmq.Context.instance()
+        self.registry = NodeRegistry(sessions)
+        self.stats = IngestStats()
+        self._curve = (curve_public, curve_secret)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
+        self._socket: zmq.Socket[bytes] | None = None
+        self.bound = threading.Event()
+
+    def start(self) -> None:
+        self._auth = zmq.auth.thread.ThreadAuthenticator(self.context, log=logging.getLogger("hub.zap"))
+        self._auth.start()
+        self._auth.configure_curve_callback(domain="*", credentials_provider=self.registry)
+        sock = self.context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, wire.MAX_MESSAGE_BYTES + 64 * 1024)
+        sock.curve_server = True
+        sock.curve_publickey, sock.curve_secretkey = self._curve
+        sock.bind(self.endpoint)
+        self._socket = sock
+        self.registry.refresh()
+        self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
+        self._thread.start()
+        self.bound.set()
+        logger.info("ingest listening on %s", self.endpoint)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._socket is not None:
+            self._socket.close(linger=0)
+        if self._auth is not None:
+            self._auth.stop()
+
+    # --- loop --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        assert self._socket is not None
+        while not self._stop.is_set():
+            if not self._socket.poll(100, zmq.POLLIN):
+                continue
+            pending: list[_Pending] = []
+            reads = 0
+            while reads < GROUP_MAX_READS and self._socket.poll(0, zmq.POLLIN):
+                item = self._receive_one()
+                if item is not None:
+                    pending.append(item)
+                    reads += len(item.records)
+            if pending:
+                self._commit_and_ack(pending)
+
+    def _receive_one(self) -> _Pending | None:
+        assert self._socket is not None
+        frames = self._socket.recv_multipart(copy=False)
+        identity = frames[0].bytes
+        node = self.registry.lookup(str(frames[0].get("User-Id")))
+        self.stats.messages += 1
+        if node is None:  # a key revoked after its handshake
+            self._reject(identity, "auth", "node not enrolled")
+            return None
+        try:
+            message, blobs = wire.decode([f.bytes for f in frames[1:]])
+        except wire.WireError as exc:
+            self._reject(identity, exc.code, str(exc))
+            return None
+        try:
+            return self._handle(identity, node, message, blobs)
+        except wire.WireError as exc:
+            self._reject(identity, exc.code, str(exc))
+            return None
+        except Exception:  # a bug in one message's handling must not stop ingest for every node
+            logger.exception("ingest: failed to handle a %s message from node %s", message.type, node.name)
+            self._reject(identity, "internal", "hub error")
+            return None
+
+    def _handle(
+        self, identity: bytes, node: EnrolledNode, message: wire.Message, blobs: list[bytes]
+    ) -> _Pending | None:
+        if isinstance(message, wire.ReadsMessage):
+            return self._open_reads(identity, node, message, blobs)
+        if isinstance(message, wire.HeartbeatMessage):
+            self._check_node_id(node, message.node_id)
+            with self.sessions.begin() as session:
+                record_heartbeat(session, node.id, message.health.model_dump(mode="json"), datetime.now(UTC))
+            self.stats.heartbeats += 1
+            self._send(identity, wire.AckMessage(message_id=message.message_id))
+        elif isinstance(message, wire.EvictionsMessage):
+            self._check_node_id(node, message.node_id)
+            self._store_evictions(node, message)
+            self._send(identity, wire.AckMessage(message_id=message.message_id))
+        elif isinstance(message, wire.HotlistRequest):
+            self._send_hotlist(identity, message.have_version)
+        else:
+            self._reject(identity, "schema", f"unexpected message type {message.type}")
+        return None
+
+    def _open_reads(
+        self, identity: bytes, node: EnrolledNode, message: wire.ReadsMessage, blobs: list[bytes]
+    ) -> _Pending:
+        self._check_node_id(node, message.node_id)
+        records: list[wire.ReadRecord] = []
+        rejected: list[wire.Rejected] = []
+        for item in message.items:
+            try:
+                record = wire.ReadRecord.from_bytes(self.opener.open(blobs[item.blob]))
+            except SealError:
+                rejected.append(wire.Rejected(read_id=item.read_id, reason="cannot decrypt (sealed to another key?)"))
+                continue
+            except wire.WireError as exc:
+                rejected.append(wire.Rejected(read_id=item.read_id, reason=str(exc)[:200]))
+                continue
+            if record.read_id != item.read_id or record.node_id != node.name:
+                rejected.append(wire.Rejected(read_id=item.read_id, reason="read id or node id does not match"))
+                continue
+            records.append(record)
+        self.stats.reads_rejected += len(rejected)
+        return _Pending(identity, node, records, [r.read_id for r in records], rejected)
+
+    def _commit_and_ack(self, pending: list[_Pending]) -> None:
+        received = datetime.now(UTC)
+        by_node: dict[int, list[_Pending]] = {}
+        for item in pending:
+            by_node.setdefault(item.node.id, []).append(item)
+        for node_items in by_node.values():
+            node = node_items[0].node
+            records = [r for item in node_items for r in item.records]
+            try:
+                result = store_reads(self.sessions, records, node.id, self.images) if records else None
+            except Exception:  # database down or full: no ack, the nodes will resend
+                self.stats.store_errors += 1
+                logger.exception(
+                    "ingest: storing %d reads from node %s failed; not acknowledged", len(records), node.name
+                )
+                continue
+            if result is not None:
+                self.stats.reads_stored += len(result.inserted)
+                self.stats.duplicates += len(result.duplicates)
+                inserted = set(result.inserted)
+                if self.on_stored is not None and inserted:
+                    self.on_stored(node, [r for r in records if r.read_id in inserted], received)
+            for item in node_items:
+                self._send(
+                    identity=item.identity, message=wire.AckMessage(accepted=item.accepted_ids, rejected=item.rejected)
+                )
+
+    def _store_evictions(self, node: EnrolledNode, message: wire.EvictionsMessage) -> None:
+        now = datetime.now(UTC)
+        with self.sessions.begin() as session:
+            session.add_all(
+                EvictionRecord(
+                    node_id=node.id, read_id=e.read_id, created_utc=e.created_utc, evicted_utc=now, reason=e.reason,
+                    reported_utc=now,
+                )
+                for e in message.evicted
+            )  # fmt: skip
+        logger.warning("node %s reports %d reads evicted from its spool", node.name, len(message.evicted))
+
+    def _send_hotlist(self, identity: bytes, have_version: int | None) -> None:
+        snapshot = self.hotlist_snapshot(have_version) if self.hotlist_snapshot is not None else None
+        if snapshot is None:
+            self._reject(identity, "unavailable", "no hot lists on this hub")
+        elif isinstance(snapshot, wire.HotlistCurrentMessage):
+            self._send(identity, snapshot)
+        else:
+            message, blob = snapshot
+            self._send(identity, message, [blob])
+
+    @staticmethod
+    def _check_node_id(node: EnrolledNode, claimed: str) -> None:
+        if claimed != node.name:
+            raise wire.WireError("schema", "node id does not match the authenticated key")
+
+    def _reject(self, identity: bytes, code: str, detail: str) -> None:
+        self.stats.rejected_messages[code] += 1
+        self._send(identity, wire.ErrorMessage(code=code[:32], detail=detail[:200]))
+
+    def _send(self, identity: bytes, message: wire.ErrorMessage | wire.AckMessage | wire.HotlistMessage
+              | wire.HotlistCurrentMessage, blobs: Sequence[bytes] = ()) -> None:  # fmt: skip
+        assert self._socket is not None
+        try:
+            self._socket.send_multipart([identity, *wire.encode(message, blobs)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # the peer went away; it will resend
+            logger.debug("ingest: reply dropped: %s", exc)
