@@ -1,0 +1,437 @@
+"""Storing and finding plate reads, their images and node health.
+
+Durability contract with the edge: :func:`store_reads` commits a whole batch in one transaction
+before it returns, and the ingest layer acks the read ids only after that. A read id already stored
+is reported as a duplicate (the edge resends after a lost ack), never an error, and two hub
+processes storing the same reads at once end with one row per read: inserts use the dialect's
+``INSERT ... ON CONFLICT DO NOTHING ... RETURNING``, so the database decides which insert won.
+
+Deadlocks between concurrent batches are avoided by always taking row locks in the same order:
+images sorted by hash, then reads sorted by id.
+
+Images are content-addressed (SHA-256 of the bytes) and stored once, either in the database or as
+files under a root directory (``ab/cd/<sha256>.jpg``), written atomically and fsynced before the
+transaction that refers to them commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel
+from sqlalchemy import ColumnElement, Select, delete, exists, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
+from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy.orm import Session, sessionmaker
+
+from edge.recognition.formats import normalize_plate
+from edge.wire import ReadRecord
+from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText
+
+logger = logging.getLogger(__name__)
+
+ImageKind = Literal["crop", "context"]
+StorageMode = Literal["db", "disk"]
+
+PLATE_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+"""Normalised plate characters in the order both databases sort them (digits before letters)."""
+_INSERT_CHUNK = 200
+"""Reads per INSERT statement (well under both databases' bound-parameter limits)."""
+
+
+class StorageError(Exception):
+    """Base class for the storage layer's domain errors."""
+
+
+class ImageNotFoundError(StorageError, LookupError):
+    """No image with that hash, or its file is gone."""
+
+
+class ImageIntegrityError(StorageError):
+    """An image's bytes no longer hash to its name."""
+
+
+class UnknownNodeError(StorageError, LookupError):
+    """No node with that id."""
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _insert(session: Session, table: Any) -> PostgresInsert | SqliteInsert:
+    """The dialect's INSERT (the one with ``on_conflict_do_nothing``) for the session's database."""
+    name = session.get_bind().dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table)
+    if name == "sqlite":
+        return sqlite.insert(table)
+    raise StorageError(f"unsupported database dialect {name!r}")
+
+
+# --- images -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageStore:
+    """Where image bytes live: in the ``images`` table (``"db"``) or in files under ``root`` (``"disk"``).
+
+    Reading works for either kind of row whatever the mode (``root`` is needed for files), so a hub can
+    switch modes without migrating old images.
+    """
+
+    mode: StorageMode = "db"
+    root: Path | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("db", "disk"):
+            raise ValueError(f"image store mode must be 'db' or 'disk', not {self.mode!r}")
+        if self.mode == "disk" and self.root is None:
+            raise ValueError("image store mode 'disk' needs a root directory")
+
+    def relative_path(self, sha256: str) -> str:
+        return f"{sha256[:2]}/{sha256[2:4]}/{sha256}.jpg"
+
+    def put(self, session: Session, data: bytes, kind: ImageKind) -> str:
+        """Store ``data`` (once per distinct content) in the session's transaction; return its SHA-256.
+
+        The row is inserted before the file is written: a concurrent :meth:`delete_unreferenced` holds
+        the row's lock until it commits, so the file check below cannot race with its unlink.
+        """
+        digest = sha256_hex(data)
+        in_db = self.mode == "db"
+        session.execute(
+            _insert(session, Image)
+            .values(
+                sha256=digest,
+                kind=kind,
+                size=len(data),
+                data=data if in_db else None,
+                path=None if in_db else self.relative_path(digest),
+                created_utc=datetime.now(UTC),
+            )
+            .on_conflict_do_nothing(index_elements=["sha256"])
+        )
+        if not in_db:
+            path = self._file(self.relative_path(digest))
+            if not path.exists():
+                _write_atomically(path, data)
+        return digest
+
+    def get(self, session: Session, sha256: str) -> bytes:
+        """The image's bytes, checked against its hash."""
+        image = session.get(Image, sha256)
+        if image is None:
+            raise ImageNotFoundError(f"no image {sha256}")
+        if image.data is not None:
+            data = image.data
+        elif image.path is not None:
+            try:
+                data = self._file(image.path).read_bytes()
+            except FileNotFoundError:
+                raise ImageNotFoundError(f"image {sha256} is missing from disk ({image.path})") from None
+        else:
+            raise ImageNotFoundError(f"image {sha256} has neither data nor a path")
+        if sha256_hex(data) != sha256:
+            raise ImageIntegrityError(f"image {sha256} does not match its hash")
+        return data
+
+    def delete_unreferenced(self, session: Session) -> int:
+        """Delete images no read refers to (and their files); return how many. The caller commits.
+
+        Files are unlinked once the rows are deleted and locked, before the commit: should the caller
+        roll back instead, those rows would name missing files, so commit straight after.
+        """
+        unreferenced = ~exists().where(Read.crop_sha256 == Image.sha256) & ~exists().where(
+            Read.context_sha256 == Image.sha256
+        )
+        deleted = session.execute(
+            delete(Image).where(unreferenced).returning(Image.sha256, Image.path),
+            execution_options={"synchronize_session": False},
+        ).all()
+        for _digest, relative in deleted:
+            if relative is not None and self.root is not None:
+                self._file(relative).unlink(missing_ok=True)
+        if deleted:
+            logger.info("deleted %s unreferenced images", len(deleted))
+        return len(deleted)
+
+    def _file(self, relative: str) -> Path:
+        if self.root is None:
+            raise ImageNotFoundError("image is stored on disk but the image store has no root")
+        return self.root / relative
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write ``path`` via a temporary file and rename, fsyncing the file and its directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
+    try:
+        with os.fdopen(fd, "wb") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            os.fsync(tmp.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+# --- reads ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoreResult:
+    """Read ids newly stored, and those already stored before (both safe to ack), in batch order."""
+
+    inserted: list[str] = field(default_factory=list)
+    duplicates: list[str] = field(default_factory=list)
+
+
+def store_reads(
+    session_factory: sessionmaker[Session],
+    records: Sequence[ReadRecord],
+    node_id: int,
+    images: ImageStore,
+    *,
+    received_utc: datetime | None = None,
+) -> StoreResult:
+    """Store a batch of reads from node ``node_id`` in one transaction, committed before returning.
+
+    Idempotent: a read id already stored (or repeated within the batch) is a duplicate, not an error.
+    The node id is the hub's ``Node.id`` for the authenticated sender; matching it against each
+    record's ``node_id`` name is the ingest layer's job (an unknown ``node_id`` fails the foreign key).
+    """
+    if not records:
+        return StoreResult()
+    received = received_utc or datetime.now(UTC)
+    unique = list({record.read_id: record for record in reversed(records)}.values())
+    unique.sort(key=lambda record: record.read_id)
+
+    with session_factory() as session, session.begin():
+        # Each distinct image once, in hash order (the lock order); a crop wins over an equal context.
+        digests: dict[bytes, str] = {}
+        kinds: dict[bytes, ImageKind] = {}
+        for record in unique:
+            kinds.setdefault(record.crop_jpeg, "crop")
+        for record in unique:
+            if record.context_jpeg:
+                kinds.setdefault(record.context_jpeg, "context")
+        for data, kind in sorted(kinds.items(), key=lambda item: sha256_hex(item[0])):
+            digests[data] = images.put(session, data, kind)
+
+        rows = [_read_row(record, node_id, digests, received) for record in unique]
+        inserted: set[str] = set()
+        for start in range(0, len(rows), _INSERT_CHUNK):
+            statement = (
+                _insert(session, Read)
+                .values(rows[start : start + _INSERT_CHUNK])
+                .on_conflict_do_nothing(index_elements=["read_id"])
+                .returning(Read.read_id)
+            )
+            inserted.update(session.scalars(statement).all())
+
+        texts = [
+            {"read_id": record.read_id, "text": text}
+            for record in unique
+            if record.read_id in inserted
+            for text in _candidate_texts(record)
+        ]
+        for start in range(0, len(texts), _INSERT_CHUNK * 4):
+            session.execute(
+                _insert(session, ReadCandidateText)
+                .values(texts[start : start + _INSERT_CHUNK * 4])
+                .on_conflict_do_nothing(index_elements=["read_id", "text"])
+            )
+
+    result = StoreResult()
+    unreported = set(inserted)
+    for record in records:  # batch order; a repeat of an id within the batch is a duplicate
+        if record.read_id in unreported:
+            unreported.discard(record.read_id)
+            result.inserted.append(record.read_id)
+        else:
+            result.duplicates.append(record.read_id)
+    logger.info("stored %s reads from node %s (%s duplicates)", len(result.inserted), node_id, len(result.duplicates))
+    return result
+
+
+def _read_row(record: ReadRecord, node_id: int, digests: Mapping[bytes, str], received: datetime) -> dict[str, Any]:
+    gps = record.gps
+    return {
+        "read_id": record.read_id,
+        "node_id": node_id,
+        "camera_id": record.camera_id,
+        "plate": record.plate,
+        "confidence": record.confidence,
+        "candidates": [candidate.model_dump(mode="json") for candidate in record.candidates],
+        "region": record.region,
+        "box": list(record.box),
+        "char_confidences": list(record.char_confidences),
+        "first_seen_utc": record.first_seen_utc,
+        "best_utc": record.best_utc,
+        "last_seen_utc": record.last_seen_utc,
+        "received_utc": received,
+        "time_source": record.time_source,
+        "clock_suspect": record.clock_suspect,
+        "direction": record.direction,
+        "observations": record.observations,
+        "latitude": gps.latitude if gps is not None else None,
+        "longitude": gps.longitude if gps is not None else None,
+        "gps": gps.model_dump(mode="json") if gps is not None else None,
+        "crop_sha256": digests[record.crop_jpeg],
+        "context_sha256": digests[record.context_jpeg] if record.context_jpeg else None,
+        "software_version": record.software_version,
+        "model_versions": dict(record.model_versions),
+    }
+
+
+def _candidate_texts(record: ReadRecord) -> list[str]:
+    """The read's plate and every candidate text, once each."""
+    return list(dict.fromkeys([record.plate, *(candidate.text for candidate in record.candidates)]))
+
+
+# --- searching --------------------------------------------------------------------------------
+
+
+def prefix_upper_bound(prefix: str) -> str | None:
+    """The smallest plate above every plate starting with ``prefix`` ("AB9" -> "ABA", "ABZ" -> "AC").
+
+    Stepping within :data:`PLATE_ALPHABET` (not to the next code point, "Z" -> "[") keeps the range
+    right under collations that ignore punctuation, such as PostgreSQL's en_US. None: no upper bound.
+    """
+    chars = list(prefix)
+    while chars:
+        index = PLATE_ALPHABET.find(chars[-1])
+        if index < 0:
+            raise ValueError(f"not a normalised plate prefix: {prefix!r}")
+        if index + 1 < len(PLATE_ALPHABET):
+            chars[-1] = PLATE_ALPHABET[index + 1]
+            return "".join(chars)
+        chars.pop()
+    return None
+
+
+def _filtered(
+    statement: Select[Read],
+    since: datetime | None,
+    until: datetime | None,
+    node_id: int | None,
+    limit: int | None,
+) -> Select[Read]:
+    conditions: list[ColumnElement[bool]] = []
+    if since is not None:
+        conditions.append(Read.best_utc >= since)
+    if until is not None:
+        conditions.append(Read.best_utc < until)
+    if node_id is not None:
+        conditions.append(Read.node_id == node_id)
+    statement = statement.where(*conditions).order_by(Read.best_utc.desc(), Read.read_id.desc())
+    return statement.limit(limit) if limit is not None else statement
+
+
+def find_reads_by_plate(
+    session: Session,
+    plate: str,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    node_id: int | None = None,
+    limit: int | None = None,
+) -> list[Read]:
+    """Reads of exactly ``plate`` (normalised first), newest first; ``since <= best_utc < until``."""
+    statement = select(Read).where(Read.plate == normalize_plate(plate))
+    return list(session.scalars(_filtered(statement, since, until, node_id, limit)))
+
+
+def find_reads_by_prefix(
+    session: Session,
+    prefix: str,
+    limit: int = 100,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    node_id: int | None = None,
+) -> list[Read]:
+    """Reads whose plate starts with ``prefix`` (normalised first), newest first, at most ``limit``.
+
+    Written as the range ``prefix <= plate < upper`` so both databases use the ``plate`` b-tree
+    (``LIKE 'ABC%'`` would not on PostgreSQL outside the C collation).
+    """
+    normalized = normalize_plate(prefix)
+    if not normalized:
+        raise ValueError("a plate prefix needs at least one letter or digit")
+    statement = select(Read).where(Read.plate >= normalized)
+    upper = prefix_upper_bound(normalized)
+    if upper is not None:
+        statement = statement.where(Read.plate < upper)
+    return list(session.scalars(_filtered(statement, since, until, node_id, limit)))
+
+
+def find_reads(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    node_id: int | None = None,
+    limit: int = 1000,
+) -> list[Read]:
+    """Reads in a time range (``since <= best_utc < until``) and/or from one node, newest first."""
+    return list(session.scalars(_filtered(select(Read), since, until, node_id, limit)))
+
+
+def candidate_texts(session: Session, read_ids: Iterable[str]) -> dict[str, set[str]]:
+    """The stored candidate texts (plate included) of each read."""
+    found: dict[str, set[str]] = {}
+    ids = list(read_ids)
+    if not ids:
+        return found
+    rows = session.execute(
+        select(ReadCandidateText.read_id, ReadCandidateText.text).where(ReadCandidateText.read_id.in_(ids))
+    )
+    for read_id, text in rows:
+        found.setdefault(read_id, set()).add(text)
+    return found
+
+
+# --- node health ------------------------------------------------------------------------------
+
+
+def record_heartbeat(
+    session: Session,
+    node_id: int,
+    health: Mapping[str, Any] | BaseModel,
+    at: datetime,
+) -> NodeHealthSample:
+    """Append a health sample and update the node's ``last_seen_utc``/``last_health``. The caller commits.
+
+    A heartbeat older than the node's last one (a late resend) is kept as a sample but does not move
+    ``last_seen_utc`` back or replace the newer health.
+    """
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError("heartbeat time must be timezone-aware")
+    data = health.model_dump(mode="json") if isinstance(health, BaseModel) else dict(health)
+    node = session.get(Node, node_id)
+    if node is None:
+        raise UnknownNodeError(f"no node with id {node_id}")
+    if node.last_seen_utc is None or at >= node.last_seen_utc:
+        node.last_seen_utc = at
+        node.last_health = data
+    sample = NodeHealthSample(node_id=node_id, received_utc=at, health=data)
+    session.add(sample)
+    session.flush()
+    return sample

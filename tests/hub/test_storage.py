@@ -1,0 +1,310 @@
+"""Storing reads, images and heartbeats, and finding reads by plate, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.exc import StatementError
+from sqlalchemy.orm import Session, sessionmaker
+
+from edge.wire import CandidateModel, NodeHealth, ReadRecord
+from hub.db import make_engine, session_factory
+from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText
+from hub.storage import (
+    ImageIntegrityError,
+    ImageNotFoundError,
+    ImageStore,
+    StoreResult,
+    UnknownNodeError,
+    candidate_texts,
+    find_reads,
+    find_reads_by_plate,
+    find_reads_by_prefix,
+    prefix_upper_bound,
+    record_heartbeat,
+    sha256_hex,
+    store_reads,
+)
+from tests.hub.conftest import NOW, Database, make_record
+
+DB_IMAGES = ImageStore("db")
+
+
+def count(session: Session, model: type[object]) -> int:
+    return session.scalar(select(func.count()).select_from(model)) or 0
+
+
+def test_store_batch_inserts_reads_images_and_candidate_texts(database: Database, node_id: int) -> None:
+    records = [
+        make_record(context_jpeg=b"\xff\xd8context-1\xff\xd9"),
+        make_record(plate="8XYZ999", candidates=[], gps=None),
+        make_record(plate="7ABC124", candidates=[CandidateModel(text="7ABC124", confidence=0.5)]),
+    ]
+    result = store_reads(database.sessions, records, node_id, DB_IMAGES, received_utc=NOW)
+    assert result == StoreResult(inserted=[r.read_id for r in records], duplicates=[])
+
+    with database.sessions() as session:
+        assert count(session, Read) == 3
+        assert count(session, Image) == 4  # three crops, one context
+        first = session.get_one(Read, records[0].read_id)
+        assert (first.node_id, first.camera_id, first.plate, first.region) == (node_id, "front", "7ABC123", "us-ca")
+        assert first.candidates == [{"text": "7A8C123", "confidence": 0.04}]
+        assert first.box == [10.0, 20.0, 110.0, 50.0]
+        assert (first.latitude, first.longitude) == (32.7, -117.1)
+        assert first.gps is not None and first.gps["mode"] == 3
+        assert first.model_versions == {"ocr": "v1"} and first.software_version == "0.1.0"
+        assert first.received_utc == NOW
+        assert DB_IMAGES.get(session, first.crop_sha256 or "") == records[0].crop_jpeg
+        assert DB_IMAGES.get(session, first.context_sha256 or "") == b"\xff\xd8context-1\xff\xd9"
+        second = session.get_one(Read, records[1].read_id)
+        assert (second.gps, second.latitude, second.context_sha256) == (None, None, None)
+        texts = candidate_texts(session, [r.read_id for r in records])
+        assert texts == {
+            records[0].read_id: {"7ABC123", "7A8C123"},
+            records[1].read_id: {"8XYZ999"},
+            records[2].read_id: {"7ABC124"},
+        }
+        found = session.scalars(select(ReadCandidateText.read_id).where(ReadCandidateText.text == "7A8C123"))
+        assert list(found) == [records[0].read_id]
+
+
+def test_same_batch_again_is_all_duplicates(database: Database, node_id: int) -> None:
+    records = [make_record() for _ in range(4)]
+    store_reads(database.sessions, records, node_id, DB_IMAGES)
+    again = store_reads(database.sessions, records, node_id, DB_IMAGES)
+    assert again == StoreResult(inserted=[], duplicates=[r.read_id for r in records])
+
+    fresh = make_record()
+    mixed = store_reads(database.sessions, [records[0], fresh, fresh], node_id, DB_IMAGES)
+    assert mixed == StoreResult(inserted=[fresh.read_id], duplicates=[records[0].read_id, fresh.read_id])
+    with database.sessions() as session:
+        assert count(session, Read) == 5
+        assert count(session, Image) == 5
+        assert count(session, ReadCandidateText) == 10
+    assert store_reads(database.sessions, [], node_id, DB_IMAGES) == StoreResult()
+
+
+def test_images_are_stored_once_per_content(database: Database, node_id: int) -> None:
+    crop = b"\xff\xd8same-crop\xff\xd9"
+    records = [make_record(crop_jpeg=crop, context_jpeg=crop), make_record(crop_jpeg=crop)]
+    store_reads(database.sessions, records, node_id, DB_IMAGES)
+    with database.sessions() as session:
+        images = session.scalars(select(Image)).all()
+        assert [(i.sha256, i.kind, i.size, i.data) for i in images] == [(sha256_hex(crop), "crop", len(crop), crop)]
+        assert {r.crop_sha256 for r in session.scalars(select(Read))} == {sha256_hex(crop)}
+        assert DB_IMAGES.put(session, crop, "crop") == sha256_hex(crop)
+        session.commit()
+        assert count(session, Image) == 1
+
+
+def test_disk_mode_writes_content_addressed_files(database: Database, node_id: int, tmp_path: Path) -> None:
+    images = ImageStore("disk", tmp_path / "images")
+    records = [make_record(context_jpeg=b"\xff\xd8ctx\xff\xd9"), make_record()]
+    store_reads(database.sessions, records, node_id, images)
+    for record in records:
+        digest = sha256_hex(record.crop_jpeg)
+        assert (tmp_path / "images" / digest[:2] / digest[2:4] / f"{digest}.jpg").read_bytes() == record.crop_jpeg
+    written = sorted(p for p in (tmp_path / "images").rglob("*") if p.is_file())
+    assert len(written) == 3 and not [p for p in written if p.name.startswith(".tmp")]
+
+    with database.sessions() as session:
+        image = session.get_one(Image, sha256_hex(records[0].crop_jpeg))
+        assert image.data is None and image.path == images.relative_path(image.sha256)
+        assert images.get(session, image.sha256) == records[0].crop_jpeg
+
+        session.execute(delete(ReadCandidateText))
+        session.execute(delete(Read).where(Read.read_id == records[0].read_id))
+        assert images.delete_unreferenced(session) == 2
+        session.commit()
+        assert not (tmp_path / "images" / image.path).exists()
+        assert (tmp_path / "images" / images.relative_path(sha256_hex(records[1].crop_jpeg))).exists()
+        with pytest.raises(ImageNotFoundError):
+            images.get(session, image.sha256)
+
+    with pytest.raises(ValueError, match="root"):
+        ImageStore("disk")
+
+
+def test_image_reads_are_checked_against_their_hash(database: Database, node_id: int, tmp_path: Path) -> None:
+    images = ImageStore("disk", tmp_path)
+    record = make_record()
+    store_reads(database.sessions, [record], node_id, images)
+    digest = sha256_hex(record.crop_jpeg)
+    (tmp_path / images.relative_path(digest)).write_bytes(b"tampered")
+    with database.sessions() as session, pytest.raises(ImageIntegrityError):
+        images.get(session, digest)
+
+
+def test_delete_unreferenced_keeps_images_in_use(database: Database, node_id: int) -> None:
+    record = make_record()
+    store_reads(database.sessions, [record], node_id, DB_IMAGES)
+    with database.sessions() as session:
+        orphan = DB_IMAGES.put(session, b"\xff\xd8orphan\xff\xd9", "context")
+        assert DB_IMAGES.delete_unreferenced(session) == 1
+        session.commit()
+        assert session.get(Image, orphan) is None
+        assert DB_IMAGES.get(session, sha256_hex(record.crop_jpeg)) == record.crop_jpeg
+
+
+def test_exact_and_prefix_plate_search(database: Database, node_id: int) -> None:
+    with database.sessions.begin() as session:
+        other = Node(name="car-13", curve_public_key="b" * 40, enrolled_utc=NOW)
+        session.add(other)
+        session.flush()
+        other_id = other.id
+    plates = ["7ABC123", "7ABC124", "7ABD000", "7ABZ999", "7AC0000", "7AB9", "7ABA", "ABC123"]
+    records = [make_record(plate=p, best_utc=NOW - timedelta(minutes=i)) for i, p in enumerate(plates)]
+    store_reads(database.sessions, records, node_id, DB_IMAGES)
+    late = make_record(plate="7ABC123", best_utc=NOW + timedelta(hours=1))
+    store_reads(database.sessions, [late], other_id, DB_IMAGES)
+
+    with database.sessions() as session:
+
+        def prefix(p: str, limit: int = 100) -> list[str]:
+            return [r.plate for r in find_reads_by_prefix(session, p, limit)]
+
+        exact = find_reads_by_plate(session, "7abc-123")
+        assert [r.read_id for r in exact] == [late.read_id, records[0].read_id]  # newest first
+        assert [r.read_id for r in find_reads_by_plate(session, "7ABC123", node_id=node_id)] == [records[0].read_id]
+        assert find_reads_by_plate(session, "7ABC12") == []
+        assert prefix("7ABC") == ["7ABC123", "7ABC123", "7ABC124"]
+        assert sorted(prefix("7AB")) == ["7AB9", "7ABA", "7ABC123", "7ABC123", "7ABC124", "7ABD000", "7ABZ999"]
+        assert prefix("7ABZ") == ["7ABZ999"]  # the range ends at "7AC", not at "7AB["
+        assert prefix("7AB9") == ["7AB9"]  # ... and "7AB9" ends at "7ABA"
+        assert prefix("7a") == ["7ABC123", "7ABC123", "7ABC124", "7ABD000", "7ABZ999", "7AC0000", "7AB9", "7ABA"]
+        assert prefix("7A", limit=2) == ["7ABC123", "7ABC123"]
+        assert prefix("Z") == []
+        in_range = find_reads_by_prefix(session, "7AB", since=NOW - timedelta(minutes=3), until=NOW)
+        assert [r.plate for r in in_range] == ["7ABC124", "7ABD000", "7ABZ999"]
+        window = find_reads(session, since=NOW - timedelta(minutes=1), until=NOW + timedelta(hours=2))
+        assert [r.read_id for r in window] == [late.read_id, records[0].read_id, records[1].read_id]
+        assert [r.read_id for r in find_reads(session, node_id=other_id)] == [late.read_id]
+        with pytest.raises(ValueError):
+            find_reads_by_prefix(session, "-")
+
+
+def test_prefix_search_can_use_the_plate_index(database: Database) -> None:
+    with database.engine.connect() as connection:
+        if database.backend == "sqlite":
+            plan = connection.exec_driver_sql(
+                "EXPLAIN QUERY PLAN SELECT read_id FROM reads WHERE plate >= '7AB' AND plate < '7AC'"
+            ).all()
+        else:
+            connection.exec_driver_sql("SET LOCAL enable_seqscan = off")
+            plan = connection.exec_driver_sql(
+                "EXPLAIN SELECT read_id FROM reads WHERE plate >= '7AB' AND plate < '7AC'"
+            ).all()
+    assert "ix_reads_plate" in " ".join(str(row) for row in plan)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "upper"), [("ABC", "ABD"), ("AB9", "ABA"), ("ABZ", "AC"), ("A9Z", "AA"), ("ZZ", None), ("0", "1")]
+)
+def test_prefix_upper_bound(prefix: str, upper: str | None) -> None:
+    assert prefix_upper_bound(prefix) == upper
+
+
+def test_times_come_back_timezone_aware_utc(database: Database, node_id: int) -> None:
+    pacific = timezone(timedelta(hours=-8))
+    seen = datetime(2026, 11, 28, 10, 0, 0, 123456, tzinfo=pacific)
+    record = make_record(first_seen_utc=seen, best_utc=seen, last_seen_utc=seen + timedelta(seconds=2))
+    store_reads(database.sessions, [record], node_id, DB_IMAGES)
+    with database.sessions() as session:
+        read = session.get_one(Read, record.read_id)
+        for value in (read.first_seen_utc, read.best_utc, read.last_seen_utc, read.received_utc):
+            assert value.tzinfo is not None and value.utcoffset() == timedelta(0)
+        assert read.best_utc == seen and read.best_utc.hour == 18
+        assert find_reads(session, since=datetime(2026, 11, 28, 18, 0, tzinfo=UTC)) == [read]
+        with pytest.raises(StatementError, match="naive datetime"):
+            find_reads(session, since=datetime(2026, 11, 28, 18, 0))
+
+
+def _race(factories: list[sessionmaker[Session]], batches: list[list[ReadRecord]], node_id: int) -> list[StoreResult]:
+    """Run ``store_reads`` for each batch on its own thread and engine, all released at once."""
+    barrier = threading.Barrier(len(batches))
+    results: list[StoreResult | BaseException | None] = [None] * len(batches)
+
+    def store(i: int) -> None:
+        try:
+            barrier.wait(timeout=10)
+            results[i] = store_reads(factories[i], batches[i], node_id, DB_IMAGES)
+        except BaseException as exc:  # re-raised below, on the test's thread
+            results[i] = exc
+
+    threads = [threading.Thread(target=store, args=(i,)) for i in range(len(batches))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    done = [r for r in results if isinstance(r, StoreResult)]
+    assert len(done) == len(batches), results
+    return done
+
+
+def test_concurrent_inserts_store_each_read_once(database: Database, node_id: int) -> None:
+    """Two hub processes (two engines) store overlapping batches at the same moment, in opposite orders."""
+    engines = [make_engine(database.url) for _ in range(2)]
+    try:
+        factories = [session_factory(engine) for engine in engines]
+        for _round in range(3):
+            records = [make_record() for _ in range(30)]
+            batches = [records[:20], list(reversed(records[10:]))]
+            first, second = _race(factories, batches, node_id)
+            assert set(first.inserted).isdisjoint(second.inserted)
+            assert set(first.inserted) | set(second.inserted) == {r.read_id for r in records}
+            for result, batch in zip((first, second), batches, strict=True):
+                assert sorted(result.inserted + result.duplicates) == sorted(r.read_id for r in batch)
+        with database.sessions() as session:
+            assert count(session, Read) == 90
+            assert session.scalar(select(func.count(func.distinct(Read.read_id)))) == 90
+            assert count(session, ReadCandidateText) == 180
+    finally:
+        for engine in engines:
+            engine.dispose()
+
+
+def test_record_heartbeat(database: Database, node_id: int) -> None:
+    health = NodeHealth(
+        spool_depth=3, spool_bytes=1000, evictions_total=0, gps_status="3d", uptime_s=60.0, software_version="0.1.0"
+    )
+    with database.sessions.begin() as session:
+        record_heartbeat(session, node_id, health, NOW)
+        record_heartbeat(session, node_id, {"spool_depth": 1}, NOW + timedelta(minutes=1))
+        record_heartbeat(session, node_id, {"spool_depth": 9}, NOW - timedelta(minutes=5))  # a late resend
+    with database.sessions() as session:
+        node = session.get_one(Node, node_id)
+        assert node.last_seen_utc == NOW + timedelta(minutes=1)
+        assert node.last_seen_utc is not None and node.last_seen_utc.tzinfo is not None
+        assert node.last_health == {"spool_depth": 1}
+        samples = session.scalars(select(NodeHealthSample).order_by(NodeHealthSample.received_utc)).all()
+        assert [s.health.get("spool_depth") for s in samples] == [9, 3, 1]
+        assert samples[1].health["gps_status"] == "3d"
+        with pytest.raises(UnknownNodeError):
+            record_heartbeat(session, node_id + 1000, {}, NOW)
+
+
+def test_sqlite_engine_is_durable(tmp_path: Path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path}/new/dir/hub.db")
+    try:
+        with engine.connect() as connection:
+            names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names}
+        assert pragmas["journal_mode"] == "wal"
+        assert pragmas["synchronous"] == 2  # FULL
+        assert pragmas["foreign_keys"] == 1
+        assert (pragmas["busy_timeout"] or 0) > 0
+        assert (tmp_path / "new" / "dir" / "hub.db").exists()
+        with engine.begin() as connection:  # SQLAlchemy, not pysqlite, opens the transaction
+            assert connection.exec_driver_sql("SELECT 1").scalar() == 1
+            assert connection.connection.driver_connection.in_transaction  # type: ignore[union-attr]
+        with engine.connect() as connection:
+            assert connection.execute(text("SELECT 1")).scalar() == 1
+    finally:
+        engine.dispose()
