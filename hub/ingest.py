@@ -32,7 +32,9 @@ logger = logging.getLogger(__name__)
 GROUP_MAX_READS = 2000
 """Reads gathered from waiting messages into one database transaction."""
 REGISTRY_REFRESH_S = 5.0
-"""Enrolments and revocations take effect within this long without a restart."""
+"""Revocations take effect within this long without a restart."""
+MISS_REFRESH_S = 0.5
+"""An unknown key triggers a registry reload at most this often (new enrolments take effect at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,7 @@ class NodeRegistry:
         self._lock = threading.Lock()
         self._by_key: dict[str, EnrolledNode] = {}
         self._loaded_at = -1e9
+        self._miss_refreshed_at = -1e9
         self.denied = 0
 
     def refresh(self) -> None:
@@ -61,10 +64,19 @@ class NodeRegistry:
             self._loaded_at = time.monotonic()
 
     def lookup(self, z85_key: str) -> EnrolledNode | None:
-        if time.monotonic() - self._loaded_at > self.refresh_s:
+        now = time.monotonic()
+        if now - self._loaded_at > self.refresh_s:
             self.refresh()
         with self._lock:
-            return self._by_key.get(z85_key)
+            node = self._by_key.get(z85_key)
+        if node is None and now - self._miss_refreshed_at > MISS_REFRESH_S:
+            self._miss_refreshed_at = now
+            # A node enrolled moments ago should not wait for the periodic refresh; misses are
+            # rate-limited so unknown keys cannot turn into a query flood.
+            self.refresh()
+            with self._lock:
+                node = self._by_key.get(z85_key)
+        return node
 
     def callback(self, domain: str, key: bytes) -> bool:
         """Called by the ZAP authenticator thread for every CURVE handshake."""
@@ -139,6 +151,7 @@ class IngestServer:
         sock.curve_server = True
         sock.curve_publickey, sock.curve_secretkey = self._curve
         sock.bind(self.endpoint)
+        self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)  # resolves a wildcard port
         self._socket = sock
         self.registry.refresh()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)

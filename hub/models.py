@@ -276,7 +276,8 @@ class EvidenceHold(Base):
     __table_args__ = (Index("ix_evidence_holds_read_id", "read_id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    read_id: Mapped[str] = mapped_column(ForeignKey("reads.read_id"))
+    # No foreign key: holds outlive the reads they kept (an audit trail), and a released hold must not pin its read.
+    read_id: Mapped[str] = mapped_column(String(36))
     case_number: Mapped[str] = mapped_column(String(64))
     created_by: Mapped[str] = mapped_column(String(64))
     reason: Mapped[str] = mapped_column(Text)

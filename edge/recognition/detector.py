@@ -45,8 +45,6 @@ class _OpenCvBackend:
             self.net = cv2.dnn.readNetFromONNX(str(path))
         except cv2.error as exc:
             raise ModelLoadError(f"OpenCV cannot load model {path}: {exc}") from exc
-        self.net.setPreferableBackend(cv2.dnn.DNN_BACKEND_OPENCV)
-        self.net.setPreferableTarget(cv2.dnn.DNN_TARGET_CPU)
 
     def run(self, blob: FloatArray) -> tuple[FloatArray, FloatArray, FloatArray]:
         self.net.setInput(blob)

@@ -194,7 +194,6 @@ def upgrade() -> None:
         sa.Column("released_by", sa.String(length=64), nullable=True),
         sa.Column("released_utc", UTC_DATETIME, nullable=True),
         sa.Column("release_reason", sa.Text(), nullable=True),
-        sa.ForeignKeyConstraint(["read_id"], ["reads.read_id"], name="fk_evidence_holds_read_id_reads"),
         sa.PrimaryKeyConstraint("id", name="pk_evidence_holds"),
     )
     op.create_index("ix_evidence_holds_read_id", "evidence_holds", ["read_id"], unique=False)

@@ -1,0 +1,206 @@
+"""Ingest end to end on localhost: the real edge uplink and spool against the real ingest server."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import zmq
+from sqlalchemy import func, select
+
+from edge import wire
+from edge.sealing import Opener, Sealer, generate_spool_keypair
+from edge.spool import Spool
+from edge.uplink import CurveKeys, Uplink, UplinkConfig
+from hub.ingest import IngestServer
+from hub.models import Node, NodeHealthSample, Read
+from hub.storage import ImageStore
+from tests.hub.conftest import Database, make_record
+
+
+@dataclass
+class Hub:
+    server: IngestServer
+    endpoint: str
+    curve_public: str
+    spool_public: bytes
+
+
+@pytest.fixture
+def hub(database: Database, tmp_path: Path) -> Iterator[Hub]:
+    public, secret = zmq.curve_keypair()
+    spool_public, spool_private = generate_spool_keypair()
+    server = IngestServer(
+        "tcp://127.0.0.1:*",
+        public,
+        secret,
+        database.sessions,
+        ImageStore("disk", tmp_path / "images"),
+        Opener(spool_private),
+    )
+    server.registry.refresh_s = 0.2
+    server.start()
+    yield Hub(server, server.endpoint, public.decode(), spool_public)
+    server.stop()
+
+
+def enroll(database: Database, name: str) -> tuple[str, str]:
+    public, secret = zmq.curve_keypair()
+    with database.sessions.begin() as session:
+        session.add(Node(name=name, curve_public_key=public.decode(), enrolled_utc=datetime.now(UTC)))
+    return public.decode(), secret.decode()
+
+
+def make_uplink(hub: Hub, spool: Spool, name: str, keys: tuple[str, str]) -> Uplink:
+    config = UplinkConfig(
+        node_id=name, hub_endpoint=hub.endpoint, keys=CurveKeys(keys[0], keys[1], hub.curve_public),
+        ack_timeout_s=1.0, backoff_min_s=0.1, backoff_max_s=0.5, heartbeat_interval_s=0.3,
+    )  # fmt: skip
+    health = wire.NodeHealth(spool_depth=0, spool_bytes=0, evictions_total=0, gps_status="3d", uptime_s=1,
+                             software_version="t")  # fmt: skip
+    return Uplink(config, spool, lambda: health)
+
+
+def spool_reads(spool: Spool, node: str, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        record = make_record(node_id=node, crop_jpeg=b"\xff\xd8" + os.urandom(16) + b"\xff\xd9")
+        spool.put(record.read_id, record.to_bytes())
+        ids.append(record.read_id)
+    return ids
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
+def stored_ids(database: Database) -> list[str]:
+    with database.sessions() as session:
+        return list(session.scalars(select(Read.read_id)))
+
+
+def test_an_enrolled_node_delivers_every_read_once(hub: Hub, database: Database, tmp_path: Path) -> None:
+    keys = enroll(database, "car-12")
+    with Spool(tmp_path / "spool.db", Sealer(hub.spool_public)) as spool:
+        ids = spool_reads(spool, "car-12", 300)
+        uplink = make_uplink(hub, spool, "car-12", keys)
+        uplink.start()
+        try:
+            wait_for(lambda: spool.stats().depth == 0)
+            wait_for(lambda: uplink.stats.heartbeats_acked >= 1)
+        finally:
+            uplink.stop()
+    stored = stored_ids(database)
+    assert sorted(stored) == sorted(ids) and len(stored) == len(set(stored))
+    with database.sessions() as session:
+        node = session.scalar(select(Node).where(Node.name == "car-12"))
+        assert node is not None and node.last_seen_utc is not None
+        assert (session.scalar(select(func.count()).select_from(NodeHealthSample)) or 0) >= 1
+
+
+def test_unknown_keys_are_refused_while_enrolled_nodes_are_served(hub: Hub, database: Database, tmp_path: Path) -> None:
+    good = enroll(database, "car-12")
+    stranger_public, stranger_secret = zmq.curve_keypair()
+    with (
+        Spool(tmp_path / "good.db", Sealer(hub.spool_public)) as good_spool,
+        Spool(tmp_path / "bad.db", Sealer(hub.spool_public)) as bad_spool,
+    ):
+        good_ids = spool_reads(good_spool, "car-12", 20)
+        spool_reads(bad_spool, "car-99", 20)
+        uplinks = [
+            make_uplink(hub, good_spool, "car-12", good),
+            make_uplink(hub, bad_spool, "car-99", (stranger_public.decode(), stranger_secret.decode())),
+        ]
+        for uplink in uplinks:
+            uplink.start()
+        try:
+            wait_for(lambda: good_spool.stats().depth == 0)
+            wait_for(lambda: hub.server.registry.denied >= 1)
+            assert bad_spool.stats().depth == 20
+        finally:
+            for uplink in uplinks:
+                uplink.stop()
+    assert sorted(stored_ids(database)) == sorted(good_ids)
+
+
+def test_malformed_messages_are_rejected_counted_and_survived(hub: Hub, database: Database, tmp_path: Path) -> None:
+    public, secret = enroll(database, "car-12")
+    sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.curve_publickey, sock.curve_secretkey = public.encode(), secret.encode()
+    sock.curve_serverkey = hub.curve_public.encode()
+    sock.connect(hub.endpoint)
+    garbage = [
+        [b"\xc1\xc1"],
+        [b"\x92\x01\x02"],
+        [wire.encode(wire.AckMessage())[0].replace(b"\x01", b"\x07", 1)],
+        wire.encode(wire.HotlistRequest(node_id="someone-else")),
+        [os.urandom(64)],
+    ]
+    try:
+        for frames in garbage:
+            sock.send_multipart(frames)
+            assert sock.poll(5000), f"the hub must answer every message ({frames!r:.40})"
+            reply, _ = wire.decode(sock.recv_multipart())
+            assert isinstance(reply, wire.ErrorMessage)
+    finally:
+        sock.close(linger=0)
+    assert sum(hub.server.stats.rejected_messages.values()) == len(garbage)
+    # still serving: a real node gets its reads in
+    with Spool(tmp_path / "spool.db", Sealer(hub.spool_public)) as spool:
+        ids = spool_reads(spool, "car-12", 5)
+        uplink = make_uplink(hub, spool, "car-12", (public, secret))
+        uplink.start()
+        try:
+            wait_for(lambda: spool.stats().depth == 0)
+        finally:
+            uplink.stop()
+    assert sorted(stored_ids(database)) == sorted(ids)
+
+
+def test_reads_sealed_for_another_hub_or_claiming_another_node_are_rejected(
+    hub: Hub, database: Database, tmp_path: Path
+) -> None:
+    keys = enroll(database, "car-12")
+    other_public, _ = generate_spool_keypair()
+    with (
+        Spool(tmp_path / "spool.db", Sealer(other_public)) as foreign,
+        Spool(tmp_path / "spoof.db", Sealer(hub.spool_public)) as spoof,
+    ):
+        spool_reads(foreign, "car-12", 3)
+        spool_reads(spoof, "car-77", 3)  # sealed correctly but claims to come from another node
+        for spool in (foreign, spoof):
+            uplink = make_uplink(hub, spool, "car-12", keys)
+            uplink.start()
+            try:
+                wait_for(lambda spool=spool: spool.stats().depth == 0)  # type: ignore[misc]
+                assert uplink.stats.reads_rejected == 3
+            finally:
+                uplink.stop()
+    assert stored_ids(database) == []
+
+
+def test_a_revoked_node_is_refused(hub: Hub, database: Database, tmp_path: Path) -> None:
+    keys = enroll(database, "car-12")
+    with database.sessions.begin() as session:
+        node = session.scalar(select(Node).where(Node.name == "car-12"))
+        assert node is not None
+        node.revoked_utc = datetime.now(UTC)
+    time.sleep(0.3)  # registry refresh
+    with Spool(tmp_path / "spool.db", Sealer(hub.spool_public)) as spool:
+        spool_reads(spool, "car-12", 3)
+        uplink = make_uplink(hub, spool, "car-12", keys)
+        uplink.start()
+        try:
+            wait_for(lambda: hub.server.registry.denied >= 1)
+            assert spool.stats().depth == 3
+        finally:
+            uplink.stop()
