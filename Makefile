@@ -26,9 +26,9 @@ install-eval: install
 install-train: install-eval
 	$(PIP) install -q -e '.[train]'
 
+# A hub on SQLite under var/demo, one edge node on deploy/demo/clip.avi, a hot list, and its hits.
 demo: install
-	$(VENV)/bin/alpr recognize --format table tests/data/plates
-	$(VENV)/bin/alpr recognize --format jsonl tests/data/plates/cc0-car-1.jpg
+	$(PY) scripts/demo.py
 
 test: install
 	$(PY) -m pytest -q

@@ -189,7 +189,14 @@ class OpenCvSource:
     devices only; streams and files come at the size they are.
     """
 
-    def __init__(self, uri: str, api: str = "auto", loop: bool = False, size: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self,
+        uri: str,
+        api: str = "auto",
+        loop: bool = False,
+        size: tuple[int, int] | None = None,
+        realtime: bool = True,
+    ) -> None:
         if api not in OPENCV_APIS:
             raise ValueError(f"unknown OpenCV capture api {api!r}; expected one of {', '.join(OPENCV_APIS)}")
         self.uri = uri
@@ -199,7 +206,10 @@ class OpenCvSource:
         self.kind: SourceKind = _classify(uri, api)
         # A pipeline is named by its first element; the whole string is too long for a log line.
         self.name = redact_uri(uri if self.kind != "pipeline" else f"gstreamer:{uri.split('!')[0].strip()}")
+        self.realtime = realtime
         self._cap: cv2.VideoCapture | None = None
+        self._frame_interval_s = 0.0
+        self._next_frame_s: float | None = None
 
     def _api_preference(self) -> int:
         if self.kind == "pipeline":
@@ -245,10 +255,25 @@ class OpenCvSource:
     def open(self) -> None:
         self.close()
         self._cap = self._open_capture()
+        fps = self._cap.get(cv2.CAP_PROP_FPS) if self.kind == "file" and self.realtime else 0.0
+        # A file replays at its own frame rate, as the camera that recorded it would deliver it.
+        self._frame_interval_s = 1.0 / fps if fps and fps > 0 else 0.0
+        self._next_frame_s = None
+
+    def _wait_for_frame_time(self) -> None:
+        if not self._frame_interval_s:
+            return
+        now = time.monotonic()
+        if self._next_frame_s is None or now - self._next_frame_s > self._frame_interval_s:
+            self._next_frame_s = now  # first frame, or we fell behind: restart the schedule
+        elif self._next_frame_s > now:
+            time.sleep(self._next_frame_s - now)
+        self._next_frame_s += self._frame_interval_s
 
     def read(self) -> BgrImage | None:
         if self._cap is None:
             raise CaptureError(f"{self.name}: read() before open()")
+        self._wait_for_frame_time()
         ok, image = self._cap.read()
         if not ok or image is None:
             if self.kind != "file":
@@ -399,7 +424,9 @@ class Picamera2Source:
                 camera.close()
 
 
-def make_source(uri: str, *, loop: bool = False, api: str = "auto", size: tuple[int, int] | None = None) -> FrameSource:
+def make_source(
+    uri: str, *, loop: bool = False, api: str = "auto", size: tuple[int, int] | None = None, realtime: bool = True
+) -> FrameSource:
     """The source a configured URI names.
 
     ``picamera2:`` or ``picamera2:N`` (camera N) → :class:`Picamera2Source`; ``dir:PATH`` or an existing
@@ -414,7 +441,7 @@ def make_source(uri: str, *, loop: bool = False, api: str = "auto", size: tuple[
         return DirectorySource(Path(uri.removeprefix("dir:")), loop=loop)
     if "!" not in uri and "://" not in uri and Path(uri).is_dir():
         return DirectorySource(Path(uri), loop=loop)
-    return OpenCvSource(uri, api=api, loop=loop, size=size)
+    return OpenCvSource(uri, api=api, loop=loop, size=size, realtime=realtime)
 
 
 # -- queue -----------------------------------------------------------------------------------------------

@@ -99,6 +99,7 @@ class CameraSection(_Section):
     motion_gating: bool = False
     motion_threshold: float = Field(default=0.002, ge=0, lt=1)
     loop: bool = Field(default=False, description="restart a video file or folder at its end")
+    realtime: bool = Field(default=True, description="play a video file at its own frame rate, as a camera would")
     heading_deg: float | None = Field(default=None, ge=0, lt=360, description="fixed cameras: direction they face")
 
 

@@ -174,17 +174,16 @@ class EdgeNode:
             self._retry_pending_writes()
             self._write_status_if_due()
             if until_sources_end and not got_frame and not any(w.running for w in self.workers.values()):
+                self._flush_trackers()  # the vehicles still in view when a file ends are reads too
                 break
 
     def stop(self, drain_s: float = 3.0) -> None:
         """Flush open tracks to the spool, give the uplink a moment to send, close everything."""
         for worker in self.workers.values():
             worker.stop(timeout=2.0)
-        for tracker in self.trackers.values():
-            for vehicle_pass in tracker.flush():
-                self._emit(vehicle_pass)
+        self._flush_trackers()
         deadline = time.monotonic() + drain_s
-        while self.spool.stats().depth and self.uplink.stats.link == "up" and time.monotonic() < deadline:
+        while self.spool.stats().depth and self.uplink.stats.link != "down" and time.monotonic() < deadline:
             self.uplink.notify()
             time.sleep(0.05)
         self.uplink.stop()
@@ -213,6 +212,11 @@ class EdgeNode:
         for vehicle_pass in self.trackers[camera_id].update(observation):
             self._emit(vehicle_pass, fix)
         self.counters.frame_latency_ms.append((time.monotonic() - captured_s) * 1000)
+
+    def _flush_trackers(self) -> None:
+        for tracker in self.trackers.values():
+            for vehicle_pass in tracker.flush():
+                self._emit(vehicle_pass)
 
     def _idle_tick(self, camera_id: str) -> None:
         """Let a silent camera's tracker notice that its vehicles have left."""
@@ -448,7 +452,7 @@ def _camera_config(camera: CameraSection) -> CameraConfig:
 
 
 def _source(camera: CameraSection) -> FrameSource:
-    return make_source(camera.uri, loop=camera.loop, api=camera.api)
+    return make_source(camera.uri, loop=camera.loop, api=camera.api, realtime=camera.realtime)
 
 
 def _cache_key(config: EdgeConfig, data_dir: Path) -> bytes:

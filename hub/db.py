@@ -85,7 +85,10 @@ def _sqlite_on_connect(dbapi_connection: Any, connection_record: ConnectionPoolE
 
 
 def _sqlite_on_begin(connection: Any) -> None:
-    connection.exec_driver_sql("BEGIN")
+    # IMMEDIATE takes the write lock up front. A deferred transaction that reads and then writes
+    # fails at once with "database is locked" when another writer got in between (SQLite cannot
+    # wait there without risking a deadlock); waiting on busy_timeout at BEGIN is what we want.
+    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -268,16 +268,22 @@ class IngestServer:
                     "ingest: storing %d reads from node %s failed; not acknowledged", len(records), node.name
                 )
                 continue
+            for item in node_items:  # acks first: hot-list matching must not delay them
+                self._send(item.identity, wire.AckMessage(accepted=item.accepted_ids, rejected=item.rejected))
             if result is not None:
                 self.stats.reads_stored += len(result.inserted)
                 self.stats.duplicates += len(result.duplicates)
                 inserted = set(result.inserted)
                 if self.on_stored is not None and inserted:
-                    self.on_stored(node, [r for r in records if r.read_id in inserted], received)
-            for item in node_items:
-                self._send(
-                    identity=item.identity, message=wire.AckMessage(accepted=item.accepted_ids, rejected=item.rejected)
-                )
+                    self._notify_stored(node, [r for r in records if r.read_id in inserted], received)
+
+    def _notify_stored(self, node: EnrolledNode, records: list[wire.ReadRecord], received: datetime) -> None:
+        assert self.on_stored is not None
+        try:
+            self.on_stored(node, records, received)
+        except Exception:  # the reads are stored and acked; a matching failure is logged, not fatal
+            self.stats.store_errors += 1
+            logger.exception("ingest: post-store processing of %d reads failed", len(records))
 
     def _store_evictions(self, node: EnrolledNode, message: wire.EvictionsMessage) -> None:
         now = datetime.now(UTC)

@@ -1,0 +1,103 @@
+"""``alpr-hub serve``: ingest, hot-list matching, dispatch alerts and the retention job in one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from datetime import datetime
+
+import zmq
+
+from edge import wire
+from edge.recognition.formats import mask_plate
+from edge.sealing import Opener
+from hub.config import HubConfig
+from hub.db import make_engine, session_factory
+from hub.dispatch import HitAlert, HitPublisher, mark_delivered
+from hub.hotlists import HitEvent, HotlistService
+from hub.ingest import EnrolledNode, IngestServer
+from hub.keys import load_keys
+from hub.retention import RetentionJob, RetentionPolicy, RetentionScheduler
+from hub.storage import ImageStore
+
+logger = logging.getLogger(__name__)
+
+
+def image_store(config: HubConfig) -> ImageStore:
+    return ImageStore(config.hub.images, config.hub.data_dir / "images" if config.hub.images == "disk" else None)
+
+
+class HubService:
+    def __init__(self, config: HubConfig, context: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
+        self.config = config
+        self.engine = make_engine(config.hub.url())
+        self.sessions = session_factory(self.engine)
+        keys = load_keys(config.keys_dir)
+        self.images = image_store(config)
+        self.hotlists = HotlistService(self.sessions)
+        self.publisher = HitPublisher(
+            config.dispatch.pub_bind, config.dispatch.webhooks, context, on_delivered=self._delivered
+        )
+        self.ingest = IngestServer(
+            config.ingest.bind,
+            keys.curve_public.encode(),
+            keys.curve_secret.encode(),
+            self.sessions,
+            self.images,
+            Opener(keys.spool_private),
+            on_stored=self._match,
+            hotlist_snapshot=self.hotlists.snapshot,
+            context=context,
+        )
+        self.stop_event = threading.Event()
+        policy = RetentionPolicy(reads_days=config.retention.reads_days, hits_days=config.retention.hits_days)
+        self.retention = RetentionScheduler(
+            RetentionJob(self.sessions, self.images, policy), config.retention.interval_s, self.stop_event
+        )
+
+    def start(self) -> None:
+        self.hotlists.refresh(force=True)
+        self.ingest.start()
+        self.retention.start()
+        logger.info("hub %s serving: ingest %s, hits on %s", self.config.hub.name, self.ingest.endpoint,
+                    self.publisher.endpoint)  # fmt: skip
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.ingest.stop()
+        self.publisher.close()
+        self.retention.join(5.0)
+        self.engine.dispose()
+
+    def _match(self, node: EnrolledNode, records: Sequence[wire.ReadRecord], received: datetime) -> None:
+        with self.sessions.begin() as session:
+            events = self.hotlists.match_and_record(session, records, received, node.name)
+        for event in events:
+            self.publisher.publish(hit_alert(event))
+            logger.info("hit %d: list=%s plate=%s node=%s", event.hit_id, event.list_name,
+                        mask_plate(event.plate_read), event.node_name)  # fmt: skip
+
+    def _delivered(self, hit_id: int, at: datetime) -> None:
+        with self.sessions.begin() as session:
+            mark_delivered(session, [hit_id], at)
+
+
+def hit_alert(event: HitEvent, base_url: str = "") -> HitAlert:
+    return HitAlert.from_fields(
+        base_url=base_url,
+        hit_id=event.hit_id,
+        read_id=event.read_id,
+        plate_read=event.plate_read,
+        entry_plate=event.entry_plate,
+        list_name=event.list_name,
+        category=event.category,
+        priority=event.priority,
+        match_type=event.match_type,
+        node_name=event.node_name,
+        camera_id=event.camera_id,
+        seen_utc=event.best_utc,
+        reason=event.category,
+        latitude=event.latitude,
+        longitude=event.longitude,
+    )
