@@ -90,7 +90,7 @@ def status_command(args: argparse.Namespace) -> int:
         state = "connected" if cam["connected"] else "DISCONNECTED"
         print(
             f"camera     {camera_id}: {cam['fps']:.1f} fps, {cam['dropped']} dropped, "
-            f"{cam['reconnects']} reconnects, {state}"
+            f"{cam['reconnects']} reconnects, {cam.get('read_errors', 0)} read errors, {state}"
         )
     print(f"hot list   version {status['hotlist_version'] if status['hotlist_version'] is not None else '-'}")
     return 1 if stale else 0

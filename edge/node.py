@@ -42,6 +42,10 @@ logger = logging.getLogger(__name__)
 
 IDLE_TICK_S = 0.25
 """Cameras that deliver nothing (motion gating, lost stream) still advance their tracker this often."""
+FIX_HISTORY = 600
+"""Positions remembered per camera (one per processed frame), to stamp a pass with its best frame's."""
+SPOOL_RETRY_MIN_S = 1.0
+SPOOL_RETRY_MAX_S = 30.0
 PENDING_WRITES_MAX = 1000
 """Reads kept in memory while the spool cannot be written (full disk); beyond this they are dropped, counted."""
 
@@ -146,6 +150,11 @@ class EdgeNode:
         self._last_status = 0.0
         self._last_frame: dict[str, BgrImage] = {}
         self._last_tick: dict[str, float] = {}
+        self._fixes: dict[str, deque[tuple[datetime, GpsFix | None]]] = {
+            c.id: deque(maxlen=FIX_HISTORY) for c in config.cameras
+        }
+        self._retry_at = 0.0
+        self._retry_backoff_s = SPOOL_RETRY_MIN_S
         self._stop = threading.Event()
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -198,6 +207,7 @@ class EdgeNode:
     def _process(self, camera_id: str, image: BgrImage, captured_s: float) -> None:
         fix = self.position.latest()
         stamp = self.clock.now(fix)
+        self._fixes[camera_id].append((stamp.utc, fix))
         try:
             result = self.recognizer.recognize(image)
         except Exception:  # a bad frame must not stop the node; count it and go on
@@ -210,7 +220,7 @@ class EdgeNode:
         self._last_tick[camera_id] = time.monotonic()
         observation = Observation(camera_id, captured_s, stamp, image, result.plates)
         for vehicle_pass in self.trackers[camera_id].update(observation):
-            self._emit(vehicle_pass, fix)
+            self._emit(vehicle_pass)
         self.counters.frame_latency_ms.append((time.monotonic() - captured_s) * 1000)
 
     def _flush_trackers(self) -> None:
@@ -229,8 +239,16 @@ class EdgeNode:
         for vehicle_pass in self.trackers[camera_id].update(observation):
             self._emit(vehicle_pass)
 
-    def _emit(self, vehicle_pass: VehiclePass, fix: GpsFix | None = None) -> None:
-        record = self._record(vehicle_pass, fix if fix is not None else self.position.latest())
+    def _fix_at(self, camera_id: str, moment: datetime) -> GpsFix | None:
+        """The position when the pass's best frame was taken, not when the pass ended (cars move)."""
+        recent = self._fixes[camera_id]
+        if not recent:
+            return self.position.latest()
+        _, fix = min(recent, key=lambda entry: abs((entry[0] - moment).total_seconds()))
+        return fix
+
+    def _emit(self, vehicle_pass: VehiclePass) -> None:
+        record = self._record(vehicle_pass, self._fix_at(vehicle_pass.camera_id, vehicle_pass.best_seen.utc))
         self.counters.reads_emitted += 1
         self._spool(record.read_id, record.to_bytes())
         plate = record.plate if self.config.node.log_plates else mask_plate(record.plate)
@@ -279,7 +297,9 @@ class EdgeNode:
             self.spool.put(read_id, payload)
         except SpoolError as exc:
             self.counters.spool_write_errors += 1
-            logger.error("cannot write read %s to the spool (%s); keeping it in memory to retry", read_id, exc)
+            if not self._pending_writes:  # once per outage, not once per read
+                logger.error("cannot write to the spool (%s); keeping reads in memory and retrying", exc)
+                self._retry_at = time.monotonic() + self._retry_backoff_s
             if len(self._pending_writes) >= PENDING_WRITES_MAX:
                 dropped, _ = self._pending_writes.popleft()
                 self.counters.reads_dropped += 1
@@ -290,13 +310,16 @@ class EdgeNode:
         self.uplink.notify()
 
     def _retry_pending_writes(self) -> None:
-        if not self._pending_writes:
+        if not self._pending_writes or time.monotonic() < self._retry_at:
             return
         batch = list(self._pending_writes)
         try:
             self.spool.put_many(batch)
         except SpoolError:
+            self._retry_backoff_s = min(self._retry_backoff_s * 2, SPOOL_RETRY_MAX_S)
+            self._retry_at = time.monotonic() + self._retry_backoff_s
             return
+        self._retry_backoff_s = SPOOL_RETRY_MIN_S
         self._pending_writes.clear()
         self.counters.reads_spooled += len(batch)
         logger.info("spool writable again: %d held reads written", len(batch))
@@ -331,6 +354,7 @@ class EdgeNode:
                 frames_captured=stats.frames_captured,
                 dropped=stats.dropped,
                 reconnects=stats.reconnects,
+                read_errors=stats.read_errors,
                 connected=stats.connected,
             )
         return wire.NodeHealth(

@@ -159,6 +159,7 @@ class CameraHealth(_Model):
     frames_captured: int = Field(ge=0)
     dropped: int = Field(ge=0)
     reconnects: int = Field(ge=0)
+    read_errors: int = Field(default=0, ge=0)
     connected: bool
 
 

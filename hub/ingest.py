@@ -268,14 +268,14 @@ class IngestServer:
                     "ingest: storing %d reads from node %s failed; not acknowledged", len(records), node.name
                 )
                 continue
-            for item in node_items:  # acks first: hot-list matching must not delay them
-                self._send(item.identity, wire.AckMessage(accepted=item.accepted_ids, rejected=item.rejected))
             if result is not None:
                 self.stats.reads_stored += len(result.inserted)
                 self.stats.duplicates += len(result.duplicates)
+            for item in node_items:  # acks before matching: hot-list work must not delay them
+                self._send(item.identity, wire.AckMessage(accepted=item.accepted_ids, rejected=item.rejected))
+            if result is not None and self.on_stored is not None and result.inserted:
                 inserted = set(result.inserted)
-                if self.on_stored is not None and inserted:
-                    self._notify_stored(node, [r for r in records if r.read_id in inserted], received)
+                self._notify_stored(node, [r for r in records if r.read_id in inserted], received)
 
     def _notify_stored(self, node: EnrolledNode, records: list[wire.ReadRecord], received: datetime) -> None:
         assert self.on_stored is not None
