@@ -10,17 +10,23 @@ Deadlocks between concurrent batches are avoided by always taking row locks in t
 images sorted by hash, then reads sorted by id.
 
 Images are content-addressed (SHA-256 of the bytes) and stored once, either in the database or as
-files under a root directory (``ab/cd/<sha256>.jpg``), written atomically and fsynced before the
-transaction that refers to them commits.
+files under a root directory (``ab/cd/<sha256>.jpg``), each written to a temporary file and renamed
+into place. A group of files is made durable in one go before the transaction that refers to them
+commits (one ``syncfs(2)`` of the image root's file system on Linux; otherwise an fsync of each file
+and folder), so a batch of reads pays for durability once rather than once per image. A crash before
+the commit can leave files no row refers to, never a committed row whose file is not on disk.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import hashlib
 import logging
 import os
+import sys
 import tempfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,12 +110,29 @@ class ImageStore:
     def put(self, session: Session, data: bytes, kind: ImageKind) -> str:
         """Store ``data`` (once per distinct content) in the session's transaction; return its SHA-256.
 
-        The row is inserted before the file is written: a concurrent :meth:`delete_unreferenced` holds
-        the row's lock until it commits, so the file check below cannot race with its unlink.
+        A file written for it is durable when this returns, so the caller may commit straight away.
         """
         digest = sha256_hex(data)
+        written = self._stage(session, data, kind, digest)
+        if written is not None and self.root is not None:
+            _make_durable(self.root, [written])
+        return digest
+
+    def _stage(self, session: Session, data: bytes, kind: ImageKind, digest: str) -> Path | None:
+        """Insert the image's row and, in disk mode, write its file without syncing it.
+
+        Returns the file's path when one was written (the caller makes it durable before committing),
+        else None. The row is inserted before the file is written: a concurrent
+        :meth:`delete_unreferenced` holds the row's lock until it commits, so the file check below
+        cannot race with its unlink.
+
+        A new row (nothing committed refers to this content yet) always gets its file written: a file
+        already there can only be left by a transaction that never committed, perhaps cut short by a
+        crash before its sync, so it is not trusted. A row that was already there was committed, and
+        its file made durable before that commit; it is rewritten only if missing.
+        """
         in_db = self.mode == "db"
-        session.execute(
+        inserted = session.execute(
             _insert(session, Image)
             .values(
                 sha256=digest,
@@ -120,12 +143,15 @@ class ImageStore:
                 created_utc=datetime.now(UTC),
             )
             .on_conflict_do_nothing(index_elements=["sha256"])
-        )
-        if not in_db:
-            path = self._file(self.relative_path(digest))
-            if not path.exists():
-                _write_atomically(path, data)
-        return digest
+            .returning(Image.sha256)
+        ).first()
+        if in_db:
+            return None
+        path = self._file(self.relative_path(digest))
+        if inserted is None and path.exists():
+            return None
+        _write_unsynced(path, data)
+        return path
 
     def get(self, session: Session, sha256: str) -> bytes:
         """The image's bytes, checked against its hash."""
@@ -171,24 +197,110 @@ class ImageStore:
         return self.root / relative
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write ``path`` via a temporary file and rename, fsyncing the file and its directory."""
+def _write_unsynced(path: Path, data: bytes) -> None:
+    """Write ``path`` via a temporary file in its folder and rename it into place, without fsync.
+
+    Readers see the old file or the whole new one, never part of one; :func:`_make_durable` must run
+    before anything that refers to the file commits.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
     try:
         with os.fdopen(fd, "wb") as tmp:
             tmp.write(data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+
+
+def _make_durable(root: Path, paths: Sequence[Path]) -> None:
+    """Make the files at ``paths`` (under ``root``), their renames and any new folders durable, in one go.
+
+    On Linux, one ``syncfs(2)`` per file system holding them (normally one: the image root's). Where
+    syncfs is unavailable, an fsync of each file and of each distinct folder from its parent up to
+    ``root``. Raises OSError if the data could not be written back.
+
+    Called through the module attribute, so tests can wrap it to count calls.
+    """
+    if not paths:
+        return
+    folders = _folders_to_sync(root, paths)
+    syncfs = _syncfs()
+    if syncfs is not None:
+        devices: dict[int, Path] = {}
+        for folder in folders:  # root first, so the usual single device is synced through the root
+            devices.setdefault(os.stat(folder).st_dev, folder)
+        try:
+            for folder in devices.values():
+                _syncfs_folder(syncfs, folder)
+            return
+        except _SyncfsUnsupportedError:
+            pass
+    for path in dict.fromkeys(paths):
+        _fsync_path(path, os.O_RDONLY)
+    for folder in folders:
+        _fsync_path(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _folders_to_sync(root: Path, paths: Sequence[Path]) -> list[Path]:
+    """``root`` and each distinct folder between it and the files (new folders need their entries synced)."""
+    folders: dict[Path, None] = {root: None}
+    for path in paths:
+        folder = path.parent
+        chain: list[Path] = []
+        while folder != root and folder not in folders and root in folder.parents:
+            chain.append(folder)
+            folder = folder.parent
+        folders.update(dict.fromkeys(reversed(chain)))
+    return list(folders)
+
+
+class _SyncfsUnsupportedError(Exception):
+    """syncfs is not usable here (the C library has it but the kernel or file system does not)."""
+
+
+_SyncfsFunction = Callable[[int], int]
+_syncfs_function: _SyncfsFunction | None = None
+_syncfs_looked_up = False
+
+
+def _syncfs() -> _SyncfsFunction | None:
+    """The C library's ``syncfs``, or None where there is none (not Linux, or an old C library)."""
+    global _syncfs_function, _syncfs_looked_up
+    if not _syncfs_looked_up:
+        if sys.platform.startswith("linux"):
+            try:
+                function = ctypes.CDLL(None, use_errno=True).syncfs
+            except (AttributeError, OSError):
+                function = None
+            if function is not None:
+                function.argtypes = [ctypes.c_int]
+                function.restype = ctypes.c_int
+            _syncfs_function = function
+        _syncfs_looked_up = True
+    return _syncfs_function
+
+
+def _syncfs_folder(syncfs: _SyncfsFunction, folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
-        os.fsync(dir_fd)
+        ctypes.set_errno(0)
+        if syncfs(fd) != 0:
+            error = ctypes.get_errno()
+            if error in (errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise _SyncfsUnsupportedError(error)
+            raise OSError(error, f"syncfs failed: {os.strerror(error)}", str(folder))
     finally:
-        os.close(dir_fd)
+        os.close(fd)
+
+
+def _fsync_path(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 # --- reads ------------------------------------------------------------------------------------
@@ -224,15 +336,19 @@ def store_reads(
 
     with session_factory() as session, session.begin():
         # Each distinct image once, in hash order (the lock order); a crop wins over an equal context.
-        digests: dict[bytes, str] = {}
+        # Files are written unsynced and made durable together, once, before the commit.
         kinds: dict[bytes, ImageKind] = {}
         for record in unique:
             kinds.setdefault(record.crop_jpeg, "crop")
         for record in unique:
             if record.context_jpeg:
                 kinds.setdefault(record.context_jpeg, "context")
-        for data, kind in sorted(kinds.items(), key=lambda item: sha256_hex(item[0])):
-            digests[data] = images.put(session, data, kind)
+        digests = {data: sha256_hex(data) for data in kinds}
+        written: list[Path] = []
+        for data, kind in sorted(kinds.items(), key=lambda item: digests[item[0]]):
+            path = images._stage(session, data, kind, digests[data])
+            if path is not None:
+                written.append(path)
 
         rows = [_read_row(record, node_id, digests, received) for record in unique]
         inserted: set[str] = set()
@@ -257,6 +373,9 @@ def store_reads(
                 .values(texts[start : start + _INSERT_CHUNK * 4])
                 .on_conflict_do_nothing(index_elements=["read_id", "text"])
             )
+
+        if written and images.root is not None:
+            _make_durable(images.root, written)  # before session.begin() commits on leaving the block
 
     result = StoreResult()
     unreported = set(inserted)

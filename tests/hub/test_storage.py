@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.wire import CandidateModel, NodeHealth, ReadRecord
+from hub import storage
 from hub.db import make_engine, session_factory
 from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText
 from hub.storage import (
@@ -127,6 +129,83 @@ def test_disk_mode_writes_content_addressed_files(database: Database, node_id: i
 
     with pytest.raises(ValueError, match="root"):
         ImageStore("disk")
+
+
+class DurabilityCalls:
+    """Wraps ``hub.storage._make_durable`` (still calling it) and records the paths of each call."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[list[Path]] = []
+        real = storage._make_durable
+
+        def counting(root: Path, paths: Sequence[Path]) -> None:
+            self.calls.append(list(paths))
+            real(root, paths)
+
+        monkeypatch.setattr(storage, "_make_durable", counting)
+
+
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-fallback"])
+def test_a_batch_of_disk_images_is_made_durable_once(
+    database: Database, node_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, syncfs: bool
+) -> None:
+    if not syncfs:
+        monkeypatch.setattr(storage, "_syncfs", lambda: None)
+    durable = DurabilityCalls(monkeypatch)
+    root = tmp_path / "images"
+    images = ImageStore("disk", root)
+    shared = b"\xff\xd8shared\xff\xd9"
+    records = [make_record(context_jpeg=b"\xff\xd8ctx-%d\xff\xd9" % i) for i in range(20)]
+    records += [make_record(crop_jpeg=shared), make_record(crop_jpeg=shared, context_jpeg=shared)]
+    contents = {r.crop_jpeg for r in records} | {r.context_jpeg for r in records if r.context_jpeg}
+    assert len(contents) == 41
+
+    result = store_reads(database.sessions, records, node_id, images)
+    assert len(result.inserted) == len(records)
+    assert len(durable.calls) == 1
+    assert sorted(durable.calls[0]) == sorted(root / images.relative_path(sha256_hex(c)) for c in contents)
+    files = stored_files(root)
+    assert len(files) == len(contents) and not [p for p in files if p.name.startswith(".tmp")]
+    for path in files:
+        assert path.name == f"{sha256_hex(path.read_bytes())}.jpg"
+    with database.sessions() as session:
+        assert count(session, Image) == len(contents)
+        for content in contents:
+            assert images.get(session, sha256_hex(content)) == content
+
+    # Nothing new to write: no durability call. A lone put of new content makes its file durable itself.
+    store_reads(database.sessions, records, node_id, images)
+    store_reads(database.sessions, [make_record(crop_jpeg=shared)], node_id, images)
+    assert len(durable.calls) == 1
+    with database.sessions() as session:
+        digest = images.put(session, b"\xff\xd8lone\xff\xd9", "crop")
+        session.commit()
+    assert durable.calls[1:] == [[root / images.relative_path(digest)]]
+    assert len(stored_files(root)) == len(contents) + 1
+
+
+def test_a_file_left_by_an_uncommitted_store_is_rewritten(
+    database: Database, node_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash between the rename and the sync can leave a truncated file no row refers to."""
+    durable = DurabilityCalls(monkeypatch)
+    images = ImageStore("disk", tmp_path)
+    record = make_record()
+    leftover = tmp_path / images.relative_path(sha256_hex(record.crop_jpeg))
+    leftover.parent.mkdir(parents=True)
+    leftover.write_bytes(b"")
+    store_reads(database.sessions, [record], node_id, images)
+    assert leftover.read_bytes() == record.crop_jpeg
+    assert durable.calls == [[leftover]]
+
+    leftover.unlink()  # a committed row whose file went missing gets it back
+    store_reads(database.sessions, [make_record(crop_jpeg=record.crop_jpeg)], node_id, images)
+    assert leftover.read_bytes() == record.crop_jpeg
+    assert durable.calls == [[leftover], [leftover]]
 
 
 def test_image_reads_are_checked_against_their_hash(database: Database, node_id: int, tmp_path: Path) -> None:
