@@ -187,10 +187,12 @@ def dispatch_command(args: argparse.Namespace, config: HubConfig) -> int:
 
 def retention_run_command(args: argparse.Namespace, config: HubConfig) -> int:
     from hub.retention import RetentionJob, RetentionPolicy
-    from hub.service import image_store
+    from hub.service import HubRetentionJob, image_store
 
     policy = RetentionPolicy(reads_days=config.retention.reads_days, hits_days=config.retention.hits_days)
-    report = RetentionJob(_sessions(config), image_store(config), policy).run(dry_run=args.dry_run)
+    sessions = _sessions(config)
+    job = HubRetentionJob(RetentionJob(sessions, image_store(config), policy), sessions, config.retention.hotlist_days)
+    report = job.run(dry_run=args.dry_run)
     print(f"{'would purge' if args.dry_run else 'purged'}: {report.reads_purged} reads, {report.hits_purged} hits, "
           f"{report.images_purged} images; kept {report.held_reads_kept} held reads")  # fmt: skip
     return 0

@@ -49,6 +49,13 @@ class DispatchSection(_Section):
 class RetentionSection(_Section):
     reads_days: int = Field(default=60, ge=1, le=3650, description="reads and images older than this are purged")
     hits_days: int = Field(default=365, ge=1, le=3650)
+    hotlist_days: int | None = Field(
+        default=365,
+        ge=1,
+        le=3650,
+        description="hot-list entries are deleted this long after they were added or"
+        " removed, unless their list sets its own period; None keeps them",
+    )
     interval_s: float = Field(default=3600.0, gt=0, description="how often the retention job runs in `serve`")
 
 

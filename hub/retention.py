@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Final
+from typing import Final, Protocol
 
 from sqlalchemy import ColumnElement, delete, exists, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
@@ -394,10 +394,14 @@ def active_holds(session: Session, read_id: str | None = None) -> list[EvidenceH
 # --- scheduling -------------------------------------------------------------------------------
 
 
+class RunsRetention(Protocol):
+    def run(self, dry_run: bool = False) -> RetentionReport: ...
+
+
 class RetentionScheduler(threading.Thread):
     """Runs ``job.run()`` now and then every ``interval_s`` until ``stop_event``; a failure is logged."""
 
-    def __init__(self, job: RetentionJob, interval_s: float, stop_event: threading.Event) -> None:
+    def __init__(self, job: RunsRetention, interval_s: float, stop_event: threading.Event) -> None:
         if interval_s <= 0:
             raise ValueError("the retention interval must be positive")
         super().__init__(name="retention", daemon=True)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import zmq
+from sqlalchemy.orm import Session, sessionmaker
 
 from edge import wire
 from edge.recognition.formats import mask_plate
@@ -15,10 +16,10 @@ from edge.sealing import Opener
 from hub.config import HubConfig
 from hub.db import make_engine, session_factory
 from hub.dispatch import HitAlert, HitPublisher, mark_delivered
-from hub.hotlists import HitEvent, HotlistService
+from hub.hotlists import HitEvent, HotlistService, expire_entries, purge_expired_lists
 from hub.ingest import EnrolledNode, IngestServer
 from hub.keys import load_keys
-from hub.retention import RetentionJob, RetentionPolicy, RetentionScheduler
+from hub.retention import RetentionJob, RetentionPolicy, RetentionReport, RetentionScheduler
 from hub.storage import ImageStore
 
 logger = logging.getLogger(__name__)
@@ -52,9 +53,9 @@ class HubService:
         )
         self.stop_event = threading.Event()
         policy = RetentionPolicy(reads_days=config.retention.reads_days, hits_days=config.retention.hits_days)
-        self.retention = RetentionScheduler(
-            RetentionJob(self.sessions, self.images, policy), config.retention.interval_s, self.stop_event
-        )
+        job = HubRetentionJob(RetentionJob(self.sessions, self.images, policy), self.sessions,
+                              config.retention.hotlist_days)  # fmt: skip
+        self.retention = RetentionScheduler(job, config.retention.interval_s, self.stop_event)
 
     def start(self) -> None:
         self.hotlists.refresh(force=True)
@@ -81,6 +82,24 @@ class HubService:
     def _delivered(self, hit_id: int, at: datetime) -> None:
         with self.sessions.begin() as session:
             mark_delivered(session, [hit_id], at)
+
+
+class HubRetentionJob:
+    """Reads, hits and images (RetentionJob), then hot lists: expired entries retired, old ones deleted."""
+
+    def __init__(self, reads: RetentionJob, sessions: sessionmaker[Session], hotlist_days: int | None) -> None:
+        self.reads = reads
+        self.sessions = sessions
+        self.hotlist_days = hotlist_days
+
+    def run(self, dry_run: bool = False) -> RetentionReport:
+        report = self.reads.run(dry_run=dry_run)
+        if not dry_run:
+            with self.sessions.begin() as session:
+                expired = expire_entries(session)
+                deleted = purge_expired_lists(session, default_days=self.hotlist_days)
+            logger.info("hot-list retention: %d expired entries retired, %d entries deleted", expired, deleted)
+        return report
 
 
 def hit_alert(event: HitEvent, base_url: str = "") -> HitAlert:

@@ -63,7 +63,12 @@ class ReadScore:
 
 
 def evaluate(
-    manifest: Path, backend: DetectorBackend, threads: int, baselines: bool, cct_path: Path | None
+    manifest: Path,
+    backend: DetectorBackend,
+    threads: int,
+    baselines: bool,
+    cct_path: Path | None,
+    split: str | None = None,
 ) -> dict[str, Any]:
     detector = OnnxPlateDetector(backend=backend, threads=threads)
     reader = OnnxPlateReader(threads=threads)
@@ -80,7 +85,7 @@ def evaluate(
     end_to_end, ocr_on_truth = ReadScore(), ReadScore()
     teacher_scores = {name: ReadScore() for name in teachers}
     started = time.perf_counter()
-    items = read_manifest(manifest)
+    items = read_manifest(manifest, split)
     for item in items:
         try:
             image = load_image(item.path)
@@ -140,6 +145,7 @@ def main() -> None:
     parser.add_argument("--backend", choices=["onnxruntime", "opencv"], default="onnxruntime")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--no-baselines", action="store_true", help="skip the teacher baselines")
+    parser.add_argument("--split", help="only this split of the manifest (e.g. val of detect/manifest.jsonl)")
     parser.add_argument(
         "--teacher-cct",
         type=Path,
@@ -148,7 +154,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cct = args.teacher_cct if args.teacher_cct.is_file() else None
-    report = evaluate(args.manifest, args.backend, args.threads, not args.no_baselines, cct)
+    report = evaluate(args.manifest, args.backend, args.threads, not args.no_baselines, cct, args.split)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")
