@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -17,6 +17,8 @@ from edge.sealing import decode_key
 
 Z85_KEY_LENGTH = 40
 PLACEHOLDER_MARKERS = ("CHANGE", "REPLACE", "XXXX", "TODO")
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 Identifier = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
 
@@ -188,8 +190,8 @@ class ConfigError(ValueError):
         self.problems = problems
 
 
-def load_config(path: Path) -> EdgeConfig:
-    """Read and validate a TOML file; relative paths in it are taken relative to the file's folder."""
+def read_toml_model(path: Path, model: type[ModelT]) -> ModelT:
+    """A TOML file validated as ``model``; every problem becomes one line of a :class:`ConfigError`."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -197,10 +199,14 @@ def load_config(path: Path) -> EdgeConfig:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
     try:
-        config = EdgeConfig.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(validation_problems(exc)) from None
-    return _resolve_paths(config, path.parent)
+
+
+def load_config(path: Path) -> EdgeConfig:
+    """Read and validate a TOML file; relative paths in it are taken relative to the file's folder."""
+    return _resolve_paths(read_toml_model(path, EdgeConfig), path.parent)
 
 
 def validation_problems(exc: ValidationError) -> list[str]:

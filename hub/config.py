@@ -6,13 +6,12 @@ Relative paths are taken relative to the config file's folder. Keys live in file
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edge.config import validation_problems
+from edge.config import ConfigError, read_toml_model
 
 
 class _Section(BaseModel):
@@ -76,25 +75,14 @@ class HubConfig(_Section):
         return self.hub.data_dir / "keys"
 
 
-class HubConfigError(ValueError):
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
+HubConfigError = ConfigError
+"""The edge's error: one ``key.path: message`` line per problem."""
 
 
 def load_hub_config(path: Path | None) -> HubConfig:
     """The config at ``path`` (or all defaults when None), with relative paths resolved."""
     if path is None:
         return HubConfig()
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HubConfigError([f"{path}: no such file"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise HubConfigError([f"{path}: not valid TOML: {exc}"]) from None
-    try:
-        config = HubConfig.model_validate(raw)
-    except ValidationError as exc:
-        raise HubConfigError(validation_problems(exc)) from None
+    config = read_toml_model(path, HubConfig)
     data_dir = config.hub.data_dir if config.hub.data_dir.is_absolute() else path.parent / config.hub.data_dir
     return config.model_copy(update={"hub": config.hub.model_copy(update={"data_dir": data_dir})})

@@ -29,6 +29,7 @@ from edge.recognition.geometry import decode_centers, letterbox, match_boxes, nm
 from scripts.trainlib.augment import real_world  # noqa: E402
 from scripts.trainlib.manifest import ManifestImage, read_manifest  # noqa: E402
 from scripts.trainlib.nets import PlateDetectorNet, count_parameters  # noqa: E402
+from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_detector")
 
@@ -285,11 +286,6 @@ def main() -> None:
     total_steps = steps_per_epoch * int(args.epochs)
     warmup = min(300, total_steps // 10)
 
-    def lr_at(step: int) -> float:
-        if step < warmup:
-            return float(args.lr) * (step + 1) / warmup
-        return float(args.lr) * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
     model.train()
     for epoch in range(start_epoch, args.epochs):
         dataset.epoch = epoch
@@ -307,7 +303,7 @@ def main() -> None:
         for i, (x, heat, size, off, mask, size_weight) in enumerate(loader):
             step = epoch * steps_per_epoch + i
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
+                group["lr"] = warmup_cosine(step, total_steps, warmup, float(args.lr))
             loss, parts = detection_loss(model(x), heat, size, off, mask, size_weight)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from edge.recognition.formats import ALPHABET, PAD, SLOTS  # noqa: E402
 from scripts.make_ocr_data import CROP_MARGIN, OCR_H, OCR_W, STORE_H, STORE_W  # noqa: E402
 from scripts.trainlib.augment import real_world  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
+from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_ocr")
 
@@ -197,11 +197,6 @@ def main() -> None:
     dataset = PlateTexts(synth_train, real_train, args.real_fraction, args.batch * args.eval_every, args.seed)
     warmup = min(500, int(args.steps) // 10)
 
-    def lr_at(s: int) -> float:
-        if s < warmup:
-            return float(args.lr) * (s + 1) / warmup
-        return float(args.lr) * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, args.steps - warmup)))
-
     model.train()
     while step < args.steps:
         dataset.epoch = step
@@ -211,7 +206,7 @@ def main() -> None:
             if step >= args.steps:
                 break
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
+                group["lr"] = warmup_cosine(step, int(args.steps), warmup, float(args.lr))
             log_probs = torch.log(model(x).clamp_min(1e-7))
             loss = torch.nn.functional.nll_loss(log_probs.reshape(-1, len(ALPHABET)), y.reshape(-1))
             optimizer.zero_grad()

@@ -8,8 +8,6 @@ import pytest
 from edge import wire
 from edge.wire import (
     AckMessage,
-    CandidateModel,
-    GpsModel,
     HotlistEntryModel,
     ReadRecord,
     ReadRef,
@@ -19,30 +17,9 @@ from edge.wire import (
     encode,
     uuid7,
 )
+from tests.conftest import make_record
 
 NOW = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
-
-
-def make_record(**changes: object) -> ReadRecord:
-    fields: dict[str, object] = {
-        "read_id": uuid7(),
-        "node_id": "car-12",
-        "camera_id": "front",
-        "plate": "7ABC123",
-        "confidence": 0.93,
-        "candidates": [CandidateModel(text="7A8C123", confidence=0.04)],
-        "region": "us-ca",
-        "box": (10.0, 20.0, 110.0, 50.0),
-        "char_confidences": [0.99] * 7,
-        "first_seen_utc": NOW,
-        "best_utc": NOW,
-        "last_seen_utc": NOW,
-        "time_source": "gps",
-        "gps": GpsModel(latitude=32.7, longitude=-117.1, mode=3, gps_time=NOW),
-        "crop_jpeg": b"\xff\xd8jpeg-bytes\xff\xd9",
-    }
-    fields.update(changes)
-    return ReadRecord.model_validate(fields)
 
 
 def test_uuid7_is_a_version_7_uuid_ordered_by_time() -> None:
@@ -53,7 +30,7 @@ def test_uuid7_is_a_version_7_uuid_ordered_by_time() -> None:
 
 
 def test_read_record_round_trips_with_binary_images() -> None:
-    record = make_record(context_jpeg=b"\x00\x01" * 100)
+    record = make_record(crop_jpeg=b"\xff\xd8jpeg-bytes\xff\xd9", context_jpeg=b"\x00\x01" * 100)
     payload = record.to_bytes()
     assert b"\xff\xd8jpeg-bytes\xff\xd9" in payload  # binary, not base64
     assert ReadRecord.from_bytes(payload) == record

@@ -14,20 +14,20 @@ import socket
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 from sqlalchemy import Engine, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
-from edge.wire import CandidateModel, GpsModel, ReadRecord, uuid7
 from hub.db import make_engine, session_factory, upgrade
 from hub.models import Node
+from tests.conftest import NOW, make_record
+
+__all__ = ["NOW", "Database", "make_record"]
 
 POSTGRES_URL = os.environ.get("ALPR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-NOW = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -108,27 +108,3 @@ def node_id(database: Database) -> int:
         session.add(node)
         session.flush()
         return node.id
-
-
-def make_record(**changes: Any) -> ReadRecord:
-    fields: dict[str, Any] = {
-        "read_id": uuid7(),
-        "node_id": "car-12",
-        "camera_id": "front",
-        "plate": "7ABC123",
-        "confidence": 0.93,
-        "candidates": [CandidateModel(text="7A8C123", confidence=0.04)],
-        "region": "us-ca",
-        "box": (10.0, 20.0, 110.0, 50.0),
-        "char_confidences": [0.99] * 7,
-        "first_seen_utc": NOW,
-        "best_utc": NOW,
-        "last_seen_utc": NOW,
-        "time_source": "gps",
-        "gps": GpsModel(latitude=32.7, longitude=-117.1, mode=3, gps_time=NOW),
-        "crop_jpeg": b"\xff\xd8crop-" + os.urandom(8) + b"\xff\xd9",
-        "software_version": "0.1.0",
-        "model_versions": {"ocr": "v1"},
-    }
-    fields.update(changes)
-    return ReadRecord.model_validate(fields)
