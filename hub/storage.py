@@ -25,7 +25,6 @@ import hashlib
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,7 +32,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Select, delete, exists, select
+from sqlalchemy import ColumnElement, Connection, Select, Table, delete, exists, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
 from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
@@ -50,8 +49,9 @@ StorageMode = Literal["db", "disk"]
 
 PLATE_ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 """Normalised plate characters in the order both databases sort them (digits before letters)."""
-_INSERT_CHUNK = 200
-"""Reads per INSERT statement (well under both databases' bound-parameter limits)."""
+_IMAGES: Table = Image.__table__  # type: ignore[assignment]
+_READS: Table = Read.__table__  # type: ignore[assignment]
+_TEXTS: Table = ReadCandidateText.__table__  # type: ignore[assignment]
 
 
 class StorageError(Exception):
@@ -74,14 +74,40 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _insert(session: Session, table: Any) -> PostgresInsert | SqliteInsert:
-    """The dialect's INSERT (the one with ``on_conflict_do_nothing``) for the session's database."""
-    name = session.get_bind().dialect.name
-    if name == "postgresql":
+def _insert(dialect: str, table: Table) -> PostgresInsert | SqliteInsert:
+    """The dialect's INSERT (the one with ``on_conflict_do_nothing``)."""
+    if dialect == "postgresql":
         return postgresql.insert(table)
-    if name == "sqlite":
+    if dialect == "sqlite":
         return sqlite.insert(table)
-    raise StorageError(f"unsupported database dialect {name!r}")
+    raise StorageError(f"unsupported database dialect {dialect!r}")
+
+
+_statements: dict[tuple[str, str], Any] = {}
+
+
+def _statement(dialect: str, name: Literal["images", "reads", "texts"]) -> Any:
+    """The bulk ``INSERT ... ON CONFLICT DO NOTHING`` statements, built once per dialect.
+
+    Executed with a list of parameter sets (executemany): SQLAlchemy compiles each once and caches it,
+    and with ``RETURNING`` sends the rows as multi-row ``VALUES`` pages ("insertmanyvalues"), so a
+    whole group costs a few round trips rather than one per row.
+    """
+    key = (dialect, name)
+    statement = _statements.get(key)
+    if statement is None:
+        if name == "images":
+            statement = (
+                _insert(dialect, _IMAGES).on_conflict_do_nothing(index_elements=["sha256"]).returning(_IMAGES.c.sha256)
+            )
+        elif name == "reads":
+            statement = (
+                _insert(dialect, _READS).on_conflict_do_nothing(index_elements=["read_id"]).returning(_READS.c.read_id)
+            )
+        else:
+            statement = _insert(dialect, _TEXTS).on_conflict_do_nothing(index_elements=["read_id", "text"])
+        _statements[key] = statement
+    return statement
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -113,45 +139,50 @@ class ImageStore:
         A file written for it is durable when this returns, so the caller may commit straight away.
         """
         digest = sha256_hex(data)
-        written = self._stage(session, data, kind, digest)
-        if written is not None and self.root is not None:
-            _make_durable(self.root, [written])
+        written = self._stage(session.connection(), [(digest, data, kind)])
+        if written and self.root is not None:
+            _make_durable(self.root, written)
         return digest
 
-    def _stage(self, session: Session, data: bytes, kind: ImageKind, digest: str) -> Path | None:
-        """Insert the image's row and, in disk mode, write its file without syncing it.
+    def _stage(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> list[Path]:
+        """Insert the images' rows (one statement) and, in disk mode, write their files without syncing them.
 
-        Returns the file's path when one was written (the caller makes it durable before committing),
-        else None. The row is inserted before the file is written: a concurrent
-        :meth:`delete_unreferenced` holds the row's lock until it commits, so the file check below
-        cannot race with its unlink.
+        ``images`` are ``(sha256, data, kind)``, distinct, in hash order (the lock order). Returns the
+        paths of the files written (the caller makes them durable before committing). The rows are
+        inserted before the files are written: a concurrent :meth:`delete_unreferenced` holds a row's
+        lock until it commits, so the file check below cannot race with its unlink.
 
         A new row (nothing committed refers to this content yet) always gets its file written: a file
         already there can only be left by a transaction that never committed, perhaps cut short by a
         crash before its sync, so it is not trusted. A row that was already there was committed, and
         its file made durable before that commit; it is rewritten only if missing.
         """
+        if not images:
+            return []
         in_db = self.mode == "db"
-        inserted = session.execute(
-            _insert(session, Image)
-            .values(
-                sha256=digest,
-                kind=kind,
-                size=len(data),
-                data=data if in_db else None,
-                path=None if in_db else self.relative_path(digest),
-                created_utc=datetime.now(UTC),
-            )
-            .on_conflict_do_nothing(index_elements=["sha256"])
-            .returning(Image.sha256)
-        ).first()
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "sha256": digest,
+                "kind": kind,
+                "size": len(data),
+                "data": data if in_db else None,
+                "path": None if in_db else self.relative_path(digest),
+                "created_utc": now,
+            }
+            for digest, data, kind in images
+        ]
+        inserted = set(connection.execute(_statement(connection.dialect.name, "images"), rows).scalars())
         if in_db:
-            return None
-        path = self._file(self.relative_path(digest))
-        if inserted is None and path.exists():
-            return None
-        _write_unsynced(path, data)
-        return path
+            return []
+        written: list[Path] = []
+        for digest, data, _kind in images:
+            path = self._file(self.relative_path(digest))
+            if digest not in inserted and path.exists():
+                continue
+            _write_unsynced(path, data)
+            written.append(path)
+        return written
 
     def get(self, session: Session, sha256: str) -> bytes:
         """The image's bytes, checked against its hash."""
@@ -197,20 +228,33 @@ class ImageStore:
         return self.root / relative
 
 
+_TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+
+
 def _write_unsynced(path: Path, data: bytes) -> None:
     """Write ``path`` via a temporary file in its folder and rename it into place, without fsync.
 
     Readers see the old file or the whole new one, never part of one; :func:`_make_durable` must run
-    before anything that refers to the file commits.
+    before anything that refers to the file commits. The folder is created only when the temporary
+    file cannot be (one system call fewer per file in the usual case).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".jpg")
+    folder = path.parent
+    temporary = folder / f".tmp-{os.urandom(8).hex()}.jpg"
     try:
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data)
-        os.replace(tmp_name, path)
+        fd = os.open(temporary, _TEMP_FLAGS, 0o600)
+    except FileNotFoundError:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temporary, _TEMP_FLAGS, 0o600)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
+        os.replace(temporary, path)
     except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
         raise
 
 
@@ -328,76 +372,103 @@ def store_reads(
     The node id is the hub's ``Node.id`` for the authenticated sender; matching it against each
     record's ``node_id`` name is the ingest layer's job (an unknown ``node_id`` fails the foreign key).
     """
-    if not records:
-        return StoreResult()
-    received = received_utc or datetime.now(UTC)
-    unique = list({record.read_id: record for record in reversed(records)}.values())
-    unique.sort(key=lambda record: record.read_id)
+    return store_read_batches(session_factory, [(node_id, records)], images, received_utc=received_utc)[0]
 
+
+def store_read_batches(
+    session_factory: sessionmaker[Session],
+    batches: Sequence[tuple[int, Sequence[ReadRecord]]],
+    images: ImageStore,
+    *,
+    received_utc: datetime | None = None,
+) -> list[StoreResult]:
+    """Store batches of reads, each ``(node_id, records)``, in one transaction committed before returning.
+
+    The group-commit form of :func:`store_reads` (one result per batch, in order): one commit, one
+    image sync and a few bulk statements for all of them. A read id stored before, or seen earlier in
+    these batches, is a duplicate wherever it appears.
+    """
+    received = received_utc or datetime.now(UTC)
+    first: dict[str, tuple[ReadRecord, int]] = {}
+    for node_id, records in batches:
+        for record in records:
+            first.setdefault(record.read_id, (record, node_id))
+    inserted: set[str] = set()
+    if first:
+        inserted = _insert_reads(session_factory, sorted(first.values(), key=_read_id), images, received)
+
+    results: list[StoreResult] = []
+    unreported = inserted
+    for node_id, records in batches:
+        result = StoreResult()
+        for record in records:  # batch order; a repeat of an id is a duplicate
+            if record.read_id in unreported:
+                unreported.discard(record.read_id)
+                result.inserted.append(record.read_id)
+            else:
+                result.duplicates.append(record.read_id)
+        if records:
+            logger.info(
+                "stored %s reads from node %s (%s duplicates)", len(result.inserted), node_id, len(result.duplicates)
+            )
+        results.append(result)
+    return results
+
+
+def _read_id(item: tuple[ReadRecord, int]) -> str:
+    return item[0].read_id
+
+
+def _insert_reads(
+    session_factory: sessionmaker[Session],
+    unique: Sequence[tuple[ReadRecord, int]],
+    images: ImageStore,
+    received: datetime,
+) -> set[str]:
+    """Insert distinct reads (sorted by id: the lock order) in one committed transaction; the ids inserted."""
     with session_factory() as session, session.begin():
+        connection = session.connection()
+        dialect = connection.dialect.name
         # Each distinct image once, in hash order (the lock order); a crop wins over an equal context.
         # Files are written unsynced and made durable together, once, before the commit.
         kinds: dict[bytes, ImageKind] = {}
-        for record in unique:
+        for record, _node_id in unique:
             kinds.setdefault(record.crop_jpeg, "crop")
-        for record in unique:
+        for record, _node_id in unique:
             if record.context_jpeg:
                 kinds.setdefault(record.context_jpeg, "context")
         digests = {data: sha256_hex(data) for data in kinds}
-        written: list[Path] = []
-        for data, kind in sorted(kinds.items(), key=lambda item: digests[item[0]]):
-            path = images._stage(session, data, kind, digests[data])
-            if path is not None:
-                written.append(path)
+        staged = sorted((digests[data], data, kind) for data, kind in kinds.items())
+        written = images._stage(connection, staged)
 
-        rows = [_read_row(record, node_id, digests, received) for record in unique]
-        inserted: set[str] = set()
-        for start in range(0, len(rows), _INSERT_CHUNK):
-            statement = (
-                _insert(session, Read)
-                .values(rows[start : start + _INSERT_CHUNK])
-                .on_conflict_do_nothing(index_elements=["read_id"])
-                .returning(Read.read_id)
-            )
-            inserted.update(session.scalars(statement).all())
+        rows = [_read_row(record, node_id, digests, received) for record, node_id in unique]
+        inserted = set(connection.execute(_statement(dialect, "reads"), rows).scalars())
 
         texts = [
             {"read_id": record.read_id, "text": text}
-            for record in unique
+            for record, _node_id in unique
             if record.read_id in inserted
             for text in _candidate_texts(record)
         ]
-        for start in range(0, len(texts), _INSERT_CHUNK * 4):
-            session.execute(
-                _insert(session, ReadCandidateText)
-                .values(texts[start : start + _INSERT_CHUNK * 4])
-                .on_conflict_do_nothing(index_elements=["read_id", "text"])
-            )
+        if texts:
+            connection.execute(_statement(dialect, "texts"), texts)
 
         if written and images.root is not None:
             _make_durable(images.root, written)  # before session.begin() commits on leaving the block
-
-    result = StoreResult()
-    unreported = set(inserted)
-    for record in records:  # batch order; a repeat of an id within the batch is a duplicate
-        if record.read_id in unreported:
-            unreported.discard(record.read_id)
-            result.inserted.append(record.read_id)
-        else:
-            result.duplicates.append(record.read_id)
-    logger.info("stored %s reads from node %s (%s duplicates)", len(result.inserted), node_id, len(result.duplicates))
-    return result
+    return inserted
 
 
 def _read_row(record: ReadRecord, node_id: int, digests: Mapping[bytes, str], received: datetime) -> dict[str, Any]:
     gps = record.gps
+    context = record.context_jpeg
     return {
         "read_id": record.read_id,
         "node_id": node_id,
         "camera_id": record.camera_id,
         "plate": record.plate,
         "confidence": record.confidence,
-        "candidates": [candidate.model_dump(mode="json") for candidate in record.candidates],
+        # What model_dump(mode="json") gives for a candidate, without a pydantic call per candidate.
+        "candidates": [{"text": candidate.text, "confidence": candidate.confidence} for candidate in record.candidates],
         "region": record.region,
         "box": list(record.box),
         "char_confidences": list(record.char_confidences),
@@ -413,7 +484,7 @@ def _read_row(record: ReadRecord, node_id: int, digests: Mapping[bytes, str], re
         "longitude": gps.longitude if gps is not None else None,
         "gps": gps.model_dump(mode="json") if gps is not None else None,
         "crop_sha256": digests[record.crop_jpeg],
-        "context_sha256": digests[record.context_jpeg] if record.context_jpeg else None,
+        "context_sha256": digests[context] if context else None,
         "software_version": record.software_version,
         "model_versions": dict(record.model_versions),
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import cv2
@@ -55,8 +56,13 @@ def decode_image(data: bytes, max_pixels: int = const.MAX_IMAGE_PIXELS) -> BgrIm
 def _header(data: bytes) -> tuple[int, int, str]:
     """Size and format from the header alone, so huge images are refused before decoding."""
     try:
-        with Image.open(io.BytesIO(data)) as probe:
-            return probe.width, probe.height, str(probe.format)
+        with warnings.catch_warnings():
+            # PIL warns about huge images; the caller refuses them itself, with a clearer message.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as probe:
+                return probe.width, probe.height, str(probe.format)
+    except Image.DecompressionBombError:
+        raise ImageLoadError("image is far above the pixel limit (refused before decoding)") from None
     except UnidentifiedImageError:
         raise ImageLoadError("not an image (unrecognised format)") from None
     except (OSError, ValueError, SyntaxError) as exc:
