@@ -5,11 +5,19 @@ unknown and revoked keys never get a session. Each admitted message is validated
 schema; anything malformed, oversized or of an unknown version is answered with an ``error``,
 counted, and never crashes the loop. Reads are stored in one transaction per drained group of
 messages (group commit) and acknowledged only after that commit: an acked read is durable.
+
+Two threads share the work: the ingest thread owns the socket (receives, opens and validates reads,
+sends acks) and a store thread runs each group's transaction. While one group commits (waiting on
+fsync), the next is received and opened, and it grows with the load: the busier the hub, the more
+reads each commit carries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import queue
+import socket
 import threading
 import time
 from collections import Counter
@@ -19,18 +27,18 @@ from datetime import UTC, datetime
 
 import zmq
 import zmq.auth.thread
-from sqlalchemy import select
+from sqlalchemy import Dialect, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge import wire
 from edge.sealing import Opener, SealError
 from hub.models import EvictionRecord, Node
-from hub.storage import ImageStore, record_heartbeat, store_reads
+from hub.storage import ImageStore, PreparedRead, StoreResult, prepare_read, record_heartbeat, store_prepared_batches
 
 logger = logging.getLogger(__name__)
 
-GROUP_MAX_READS = 2000
-"""Reads gathered from waiting messages into one database transaction."""
+GROUP_MAX_READS = 4000
+"""Most reads gathered from waiting messages into one database transaction."""
 REGISTRY_REFRESH_S = 5.0
 """Revocations take effect within this long without a restart."""
 MISS_REFRESH_S = 0.5
@@ -109,6 +117,19 @@ class _Pending:
     records: list[wire.ReadRecord]
     accepted_ids: list[str]
     rejected: list[wire.Rejected]
+    prepared: list[PreparedRead] = field(default_factory=list)
+    """``records`` ready to store (hashed and bound on the ingest thread)."""
+
+
+@dataclass
+class _Group:
+    """Messages whose reads are stored in one transaction, and what became of them."""
+
+    pending: list[_Pending]
+    received: datetime = field(default_factory=lambda: datetime.now(UTC))
+    results: dict[int, StoreResult | None] = field(default_factory=dict)
+    """Per node id: the store's result, or None where storing failed (those messages are not acked)."""
+    failures: int = 0
 
 
 class IngestServer:
@@ -132,10 +153,18 @@ class IngestServer:
         self.hotlist_snapshot = hotlist_snapshot
         self.context = context or zmq.Context.instance()
         self.registry = NodeRegistry(sessions)
+        # Reads are bound for this database on the ingest thread (see hub.storage.prepare_read).
+        dialect: Dialect | None = getattr(sessions.kw.get("bind"), "dialect", None)
+        self._dialect = dialect if dialect is not None and dialect.name in ("sqlite", "postgresql") else None
         self.stats = IngestStats()
         self._curve = (curve_public, curve_secret)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._store_thread: threading.Thread | None = None
+        self._store_jobs: queue.SimpleQueue[_Group | None] = queue.SimpleQueue()
+        self._stored: queue.SimpleQueue[_Group] = queue.SimpleQueue()
+        # The store thread wakes the ingest thread (blocked in a zmq poll) through this socket pair.
+        self._wake_reader, self._wake_writer = socket.socketpair()
         self._auth: zmq.auth.thread.ThreadAuthenticator | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self.bound = threading.Event()
@@ -154,6 +183,10 @@ class IngestServer:
         self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)  # resolves a wildcard port
         self._socket = sock
         self.registry.refresh()
+        self._wake_reader.setblocking(False)
+        self._wake_writer.setblocking(False)  # a full buffer already holds a wake-up
+        self._store_thread = threading.Thread(target=self._store_loop, name="ingest-store", daemon=True)
+        self._store_thread.start()
         self._thread = threading.Thread(target=self._run, name="ingest", daemon=True)
         self._thread.start()
         self.bound.set()
@@ -163,27 +196,97 @@ class IngestServer:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout)
+        self._store_jobs.put(None)
+        if self._store_thread is not None:
+            self._store_thread.join(timeout)
         if self._socket is not None:
             self._socket.close(linger=0)
         if self._auth is not None:
             self._auth.stop()
+        self._wake_reader.close()
+        self._wake_writer.close()
 
     # --- loop --------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        assert self._socket is not None
-        while not self._stop.is_set():
-            if not self._socket.poll(100, zmq.POLLIN):
-                continue
-            pending: list[_Pending] = []
-            reads = 0
-            while reads < GROUP_MAX_READS and self._socket.poll(0, zmq.POLLIN):
-                item = self._receive_one()
-                if item is not None:
-                    pending.append(item)
-                    reads += len(item.records)
-            if pending:
-                self._commit_and_ack(pending)
+        """Receive and open reads into a group while the store thread commits the previous one."""
+        sock = self._socket
+        assert sock is not None
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self._wake_reader, zmq.POLLIN)
+        gathered: list[_Pending] = []
+        reads = 0
+        storing = False
+        try:
+            while not self._stop.is_set():
+                if storing:
+                    done = self._finished()
+                    if done is not None:
+                        storing = False
+                        self._send_acks(done)
+                        if gathered:  # the next group starts before hot-list work on this one
+                            self._store_jobs.put(_Group(gathered))
+                            storing, gathered, reads = True, [], 0
+                        self._notify(done)
+                        continue
+                # Gather while a group is being stored (until it is done); with the store idle, hand over
+                # at once. A busy store so gets bigger groups, an idle one no added latency.
+                while reads < GROUP_MAX_READS and sock.poll(0, zmq.POLLIN):
+                    item = self._receive_one()
+                    if item is not None:
+                        gathered.append(item)
+                        reads += len(item.records)
+                    if (not storing and reads) or (storing and not self._stored.empty()):
+                        break
+                if gathered and not storing:
+                    self._store_jobs.put(_Group(gathered))
+                    storing, gathered, reads = True, [], 0
+                    continue
+                if storing and not self._stored.empty():
+                    continue
+                # Wait for a message (unless the next group is full) or for the store to finish.
+                if reads >= GROUP_MAX_READS:
+                    poller.modify(sock, 0)
+                    events = dict(poller.poll(100))
+                    poller.modify(sock, zmq.POLLIN)
+                else:
+                    events = dict(poller.poll(100))
+                if self._wake_reader.fileno() in events:  # zmq reports a plain socket by its descriptor
+                    self._drain_wakeups()
+        finally:
+            if storing:  # acknowledge what the last transaction stored before the socket closes
+                with contextlib.suppress(queue.Empty):
+                    self._send_acks(self._stored.get(timeout=5.0))
+
+    def _finished(self) -> _Group | None:
+        try:
+            return self._stored.get_nowait()
+        except queue.Empty:
+            return None
+
+    def _drain_wakeups(self) -> None:
+        try:
+            while self._wake_reader.recv(4096):
+                pass
+        except (BlockingIOError, InterruptedError):
+            pass
+
+    def _store_loop(self) -> None:
+        """The store thread: one transaction per group, handed back to the ingest thread to acknowledge."""
+        while True:
+            group = self._store_jobs.get()
+            if group is None:
+                return
+            try:
+                self._store_group(group)
+            except Exception:  # a bug here must not stop ingest; nothing in the group is acked
+                logger.exception("ingest: storing a group of %d messages failed", len(group.pending))
+                group.failures += 1
+                group.results = {item.node.id: None for item in group.pending if item.records}
+            self._stored.put(group)
+            with contextlib.suppress(OSError):  # full (a wake-up is pending) or closed (stopping)
+                self._wake_writer.send(b"\0")
 
     def _receive_one(self) -> _Pending | None:
         assert self._socket is not None
@@ -250,32 +353,70 @@ class IngestServer:
                 continue
             records.append(record)
         self.stats.reads_rejected += len(rejected)
-        return _Pending(identity, node, records, [r.read_id for r in records], rejected)
-
-    def _commit_and_ack(self, pending: list[_Pending]) -> None:
         received = datetime.now(UTC)
-        by_node: dict[int, list[_Pending]] = {}
-        for item in pending:
-            by_node.setdefault(item.node.id, []).append(item)
-        for node_items in by_node.values():
-            node = node_items[0].node
-            records = [r for item in node_items for r in item.records]
+        prepared = [prepare_read(record, node.id, received, self._dialect) for record in records]
+        return _Pending(identity, node, records, [r.read_id for r in records], rejected, prepared)
+
+    def _store_group(self, group: _Group) -> None:
+        """Store every node's reads of ``group`` in one transaction (group commit); runs on the store thread.
+
+        Should that transaction fail, each node's reads are tried in a transaction of their own, so a
+        batch the database refuses holds back only its own node's acks.
+        """
+        batches: dict[int, list[PreparedRead]] = {}
+        names: dict[int, str] = {}
+        for item in group.pending:
+            if item.prepared:
+                batches.setdefault(item.node.id, []).extend(item.prepared)
+                names[item.node.id] = item.node.name
+        if not batches:
+            return
+        try:
+            results = store_prepared_batches(self.sessions, list(batches.values()), self.images)
+            group.results = dict(zip(batches, results, strict=True))
+            return
+        except Exception:  # retried node by node below (or, for a lone node, not acked)
+            if len(batches) == 1:
+                node_id, reads = next(iter(batches.items()))
+                self._store_failed(group, node_id, names[node_id], len(reads))
+                return
+            logger.warning("ingest: group commit failed; storing node by node", exc_info=True)
+        for node_id, reads in batches.items():
             try:
-                result = store_reads(self.sessions, records, node.id, self.images) if records else None
+                group.results[node_id] = store_prepared_batches(self.sessions, [reads], self.images)[0]
             except Exception:  # database down or full: no ack, the nodes will resend
-                self.stats.store_errors += 1
-                logger.exception(
-                    "ingest: storing %d reads from node %s failed; not acknowledged", len(records), node.name
-                )
-                continue
+                self._store_failed(group, node_id, names[node_id], len(reads))
+
+    @staticmethod
+    def _store_failed(group: _Group, node_id: int, name: str, count: int) -> None:
+        group.failures += 1
+        group.results[node_id] = None
+        logger.exception("ingest: storing %d reads from node %s failed; not acknowledged", count, name)
+
+    def _send_acks(self, group: _Group) -> None:
+        """Acknowledge each message of a stored group (none whose reads failed to store); ingest thread."""
+        self.stats.store_errors += group.failures
+        for result in group.results.values():
             if result is not None:
                 self.stats.reads_stored += len(result.inserted)
                 self.stats.duplicates += len(result.duplicates)
-            for item in node_items:  # acks before matching: hot-list work must not delay them
-                self._send(item.identity, wire.AckMessage(accepted=item.accepted_ids, rejected=item.rejected))
-            if result is not None and self.on_stored is not None and result.inserted:
+        for item in group.pending:
+            if item.records and group.results.get(item.node.id) is None:
+                continue  # not stored: not acknowledged, the node will resend
+            self._send(item.identity, wire.AckMessage(accepted=item.accepted_ids, rejected=item.rejected))
+
+    def _notify(self, group: _Group) -> None:
+        """Hand the newly stored reads to ``on_stored``, node by node, after the acks."""
+        if self.on_stored is None:
+            return
+        by_node: dict[int, tuple[EnrolledNode, list[wire.ReadRecord]]] = {}
+        for item in group.pending:
+            by_node.setdefault(item.node.id, (item.node, []))[1].extend(item.records)
+        for node_id, (node, records) in by_node.items():
+            result = group.results.get(node_id)
+            if result is not None and result.inserted:
                 inserted = set(result.inserted)
-                self._notify_stored(node, [r for r in records if r.read_id in inserted], received)
+                self._notify_stored(node, [r for r in records if r.read_id in inserted], group.received)
 
     def _notify_stored(self, node: EnrolledNode, records: list[wire.ReadRecord], received: datetime) -> None:
         assert self.on_stored is not None

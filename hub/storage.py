@@ -6,36 +6,59 @@ is reported as a duplicate (the edge resends after a lost ack), never an error, 
 processes storing the same reads at once end with one row per read: inserts use the dialect's
 ``INSERT ... ON CONFLICT DO NOTHING ... RETURNING``, so the database decides which insert won.
 
+Ingest stores a whole group of batches (several nodes' messages) in one transaction
+(:func:`store_read_batches`), each table with a few bulk statements for every row at once, and can
+prepare the rows beforehand on another thread (:func:`prepare_read`, :func:`store_prepared_batches`).
+
 Deadlocks between concurrent batches are avoided by always taking row locks in the same order:
 images sorted by hash, then reads sorted by id.
 
 Images are content-addressed (SHA-256 of the bytes) and stored once, either in the database or as
 files under a root directory (``ab/cd/<sha256>.jpg``), each written to a temporary file and renamed
-into place. A group of files is made durable in one go before the transaction that refers to them
-commits (one ``syncfs(2)`` of the image root's file system on Linux; otherwise an fsync of each file
-and folder), so a batch of reads pays for durability once rather than once per image. A crash before
-the commit can leave files no row refers to, never a committed row whose file is not on disk.
+into place (by worker threads, while the transaction inserts the reads). A group of files is made
+durable in one go before the transaction that refers to them commits (one ``syncfs(2)`` of the
+image root's file system on Linux; otherwise an fsync of each file and folder), so a batch of reads
+pays for durability once rather than once per image. A crash before the commit can leave files no
+row refers to, never a committed row whose file is not on disk.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import hashlib
+import json
 import logging
 import os
+import random
+import sqlite3
 import sys
+import threading
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from sqlalchemy import ColumnElement, Connection, Select, Table, delete, exists, select
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.dialects.postgresql import Insert as PostgresInsert
-from sqlalchemy.dialects.sqlite import Insert as SqliteInsert
+from sqlalchemy import (
+    JSON,
+    Column,
+    ColumnElement,
+    Connection,
+    DateTime,
+    Dialect,
+    LargeBinary,
+    Select,
+    Table,
+    TypeDecorator,
+    delete,
+    exists,
+    select,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.recognition.formats import normalize_plate
@@ -74,40 +97,156 @@ def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _insert(dialect: str, table: Table) -> PostgresInsert | SqliteInsert:
-    """The dialect's INSERT (the one with ``on_conflict_do_nothing``)."""
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    if dialect == "sqlite":
-        return sqlite.insert(table)
-    raise StorageError(f"unsupported database dialect {dialect!r}")
+_Encoder = Callable[[Any], Any]
+_SQLITE_PAGE_ROWS = 500
+"""Most rows per multi-row ``VALUES`` on SQLite (also kept under its bound-parameter limit)."""
 
 
-_statements: dict[tuple[str, str], Any] = {}
+@dataclass(frozen=True)
+class _BulkInsert:
+    """A bulk ``INSERT ... ON CONFLICT DO NOTHING [RETURNING key]`` for one table and dialect.
 
+    Rows are dicts with every column. Values go through each column type's SQLAlchemy bind processing
+    (JSON, ``UTCDateTime``), and the statement goes to the driver as text, without SQLAlchemy's
+    per-row parameter machinery (the bulk of the cost of a group):
 
-def _statement(dialect: str, name: Literal["images", "reads", "texts"]) -> Any:
-    """The bulk ``INSERT ... ON CONFLICT DO NOTHING`` statements, built once per dialect.
-
-    Executed with a list of parameter sets (executemany): SQLAlchemy compiles each once and caches it,
-    and with ``RETURNING`` sends the rows as multi-row ``VALUES`` pages ("insertmanyvalues"), so a
-    whole group costs a few round trips rather than one per row.
+    - SQLite: multi-row ``VALUES`` pages, one statement text per page size (cached by the driver);
+    - PostgreSQL: ``INSERT ... SELECT ... FROM json_populate_recordset(NULL::<table>, <JSON array>)``,
+      every row in one parameter built by the C JSON encoder, and a statement text that does not grow
+      with the rows (psycopg parses a long multi-row ``VALUES`` again on every execution). JSON column
+      values are written with the standard ``json`` module, as the hub's engines do.
     """
-    key = (dialect, name)
-    statement = _statements.get(key)
-    if statement is None:
-        if name == "images":
-            statement = (
-                _insert(dialect, _IMAGES).on_conflict_do_nothing(index_elements=["sha256"]).returning(_IMAGES.c.sha256)
-            )
-        elif name == "reads":
-            statement = (
-                _insert(dialect, _READS).on_conflict_do_nothing(index_elements=["read_id"]).returning(_READS.c.read_id)
-            )
-        else:
-            statement = _insert(dialect, _TEXTS).on_conflict_do_nothing(index_elements=["read_id", "text"])
-        _statements[key] = statement
-    return statement
+
+    dialect: str
+    sql: str
+    """PostgreSQL: the whole statement. SQLite: ``INSERT INTO t (...) VALUES`` (rows and tail appended)."""
+    tail: str
+    """SQLite: `` ON CONFLICT ... DO NOTHING [RETURNING ...]``."""
+    row_marks: str
+    """SQLite: ``(?, ?, ...)`` for one row."""
+    columns: tuple[str, ...]
+    binds: tuple[tuple[str, _Encoder | None], ...]
+    """Each column with its bind processor (SQLite) or its JSON encoder (PostgreSQL), if any."""
+    returns: bool
+
+    def bind(self, row: Mapping[str, Any]) -> Any:
+        """``row`` (every column) as this statement sends it: processed values in column order (SQLite), or
+        a dict of JSON-ready values (PostgreSQL). Pure computation, so it may run on another thread."""
+        if self.dialect == "postgresql":
+            bound = dict(row)
+            for name, encode in self.binds:
+                if encode is not None and bound[name] is not None:
+                    bound[name] = encode(bound[name])
+            return bound
+        return tuple(process(row[name]) if process is not None else row[name] for name, process in self.binds)
+
+    def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+        """Insert ``rows`` (dicts with every column); the returned keys of those inserted (empty without RETURNING)."""
+        return self.execute_bound(connection, [self.bind(row) for row in rows])
+
+    def execute_bound(self, connection: Connection, rows: Sequence[Any]) -> list[Any]:
+        """Insert rows made by :meth:`bind`; the returned keys of those inserted (empty without RETURNING)."""
+        if not rows:
+            return []
+        if self.dialect == "postgresql":
+            return self._run(connection, self.sql, (json.dumps(rows),))
+        limit = connection.connection.driver_connection.getlimit(  # type: ignore[union-attr]
+            sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
+        )
+        page = max(1, min(_SQLITE_PAGE_ROWS, limit // len(self.columns)))
+        returned: list[Any] = []
+        for start in range(0, len(rows), page):
+            chunk = rows[start : start + page]
+            sql = f"{self.sql} {', '.join([self.row_marks] * len(chunk))}{self.tail}"
+            returned += self._run(connection, sql, tuple(value for row in chunk for value in row))
+        return returned
+
+    def _run(self, connection: Connection, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
+        result = connection.exec_driver_sql(sql, parameters)
+        return list(result.scalars()) if self.returns else []
+
+
+_BulkName = Literal["images", "reads", "texts"]
+_bulk_inserts: weakref.WeakKeyDictionary[Dialect, dict[_BulkName, _BulkInsert]] = weakref.WeakKeyDictionary()
+"""Per dialect object: each engine's own bind processing (a JSON serializer of its own, say) is kept."""
+
+
+_bulk_lock = threading.Lock()
+
+
+def _bulk(dialect: Dialect, name: _BulkName) -> _BulkInsert:
+    """The bulk insert of ``images``, ``reads`` or ``read_candidate_texts``, built once per dialect."""
+    built = _bulk_inserts.get(dialect)
+    bulk = built.get(name) if built is not None else None
+    if bulk is None:
+        with _bulk_lock:
+            built = _bulk_inserts.setdefault(dialect, {})
+            bulk = built.get(name)
+            if bulk is None:
+                bulk = built[name] = _build_bulk(dialect, name)
+    return bulk
+
+
+def _build_bulk(dialect: Dialect, name: _BulkName) -> _BulkInsert:
+    table, conflict, returning = {
+        "images": (_IMAGES, ["sha256"], "sha256"),
+        "reads": (_READS, ["read_id"], "read_id"),
+        "texts": (_TEXTS, ["read_id", "text"], None),
+    }[name]
+    quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
+    columns = tuple(column.name for column in table.columns)
+    names = ", ".join(quote(column) for column in columns)
+    tail = f" ON CONFLICT ({', '.join(quote(column) for column in conflict)}) DO NOTHING"
+    if returning is not None:
+        tail += f" RETURNING {quote(returning)}"
+    if dialect.name == "postgresql":
+        sql = f"INSERT INTO {target} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{target}, %s::json)"
+        binds = tuple((column.name, _json_encoder(column, dialect)) for column in table.columns)
+        bulk = _BulkInsert(dialect.name, sql + tail, "", "", columns, binds, returning is not None)
+    elif dialect.name == "sqlite":
+        binds = tuple(
+            (column.name, column.type.dialect_impl(dialect).bind_processor(dialect)) for column in table.columns
+        )
+        marks = f"({', '.join('?' for _ in columns)})"
+        sql = f"INSERT INTO {target} ({names}) VALUES"
+        bulk = _BulkInsert(dialect.name, sql, tail, marks, columns, binds, returning is not None)
+    else:
+        raise StorageError(f"unsupported database dialect {dialect.name!r}")
+    return bulk
+
+
+def _json_encoder(column: Column[Any], dialect: Dialect) -> _Encoder | None:
+    """How a (non-null) value of ``column`` goes into ``json_populate_recordset`` on PostgreSQL.
+
+    JSON columns take the value itself (SQL NULL for None, as ``none_as_null`` asks); bytes go as
+    ``bytea`` hex text; times go through the column type's own bind processing (``UTCDateTime`` refuses
+    naive times) and then ISO 8601 with their offset; anything else as it is.
+    """
+    kind = column.type
+    if isinstance(kind, JSON):
+        return None
+    if isinstance(kind, LargeBinary):
+        return _bytea_hex
+    process = kind.dialect_impl(dialect).bind_processor(dialect)
+    impl = kind.impl_instance if isinstance(kind, TypeDecorator) else kind
+    if isinstance(impl, DateTime):
+        return _time_encoder(process)
+    return process
+
+
+def _bytea_hex(value: bytes) -> str:
+    return "\\x" + value.hex()
+
+
+def _time_encoder(process: _Encoder | None) -> _Encoder:
+    def encode(value: datetime) -> str:
+        processed = process(value) if process is not None else value
+        if not isinstance(processed, datetime):
+            raise StorageError(f"not a datetime: {type(processed).__name__}")
+        return processed.isoformat()
+
+    return encode
 
 
 # --- images -----------------------------------------------------------------------------------
@@ -139,18 +278,19 @@ class ImageStore:
         A file written for it is durable when this returns, so the caller may commit straight away.
         """
         digest = sha256_hex(data)
-        written = self._stage(session.connection(), [(digest, data, kind)])
+        written = self._stage(session.connection(), [(digest, data, kind)]).wait()
         if written and self.root is not None:
             _make_durable(self.root, written)
         return digest
 
-    def _stage(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> list[Path]:
-        """Insert the images' rows (one statement) and, in disk mode, write their files without syncing them.
+    def _stage(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> _FileWrites:
+        """Insert the images' rows (one statement) and, in disk mode, start writing their files unsynced.
 
-        ``images`` are ``(sha256, data, kind)``, distinct, in hash order (the lock order). Returns the
-        paths of the files written (the caller makes them durable before committing). The rows are
+        ``images`` are ``(sha256, data, kind)``, distinct, in hash order (the lock order). The files are
+        written on worker threads while the caller goes on with its transaction; the result's ``wait``
+        gives the paths written, which the caller makes durable before committing. The rows are
         inserted before the files are written: a concurrent :meth:`delete_unreferenced` holds a row's
-        lock until it commits, so the file check below cannot race with its unlink.
+        lock until it commits, so the file check cannot race with its unlink.
 
         A new row (nothing committed refers to this content yet) always gets its file written: a file
         already there can only be left by a transaction that never committed, perhaps cut short by a
@@ -158,7 +298,7 @@ class ImageStore:
         its file made durable before that commit; it is rewritten only if missing.
         """
         if not images:
-            return []
+            return _FileWrites([])
         in_db = self.mode == "db"
         now = datetime.now(UTC)
         rows = [
@@ -172,17 +312,12 @@ class ImageStore:
             }
             for digest, data, kind in images
         ]
-        inserted = set(connection.execute(_statement(connection.dialect.name, "images"), rows).scalars())
+        inserted = set(_bulk(connection.dialect, "images").execute(connection, rows))
         if in_db:
-            return []
-        written: list[Path] = []
-        for digest, data, _kind in images:
-            path = self._file(self.relative_path(digest))
-            if digest not in inserted and path.exists():
-                continue
-            _write_unsynced(path, data)
-            written.append(path)
-        return written
+            return _FileWrites([])
+        root = str(self._file(""))
+        files = [(os.path.join(root, self.relative_path(d)), data, d in inserted) for d, data, _kind in images]
+        return _FileWrites.start(files)
 
     def get(self, session: Session, sha256: str) -> bytes:
         """The image's bytes, checked against its hash."""
@@ -229,21 +364,89 @@ class ImageStore:
 
 
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+_temp_names = random.Random(os.urandom(16))
+"""Temporary file names need to be unlikely to collide, not secret (``O_EXCL`` catches a collision)."""
 
 
-def _write_unsynced(path: Path, data: bytes) -> None:
+_FILE_WRITERS = 2
+"""Threads writing a group's image files while its transaction goes on (file system calls release the GIL)."""
+_PARALLEL_FILES = 16
+"""Fewer files than this are written on the calling thread."""
+_file_pool: ThreadPoolExecutor | None = None
+_file_pool_lock = threading.Lock()
+
+
+def _file_writers() -> ThreadPoolExecutor:
+    global _file_pool
+    with _file_pool_lock:
+        if _file_pool is None:
+            _file_pool = ThreadPoolExecutor(_FILE_WRITERS, thread_name_prefix="image-files")
+        return _file_pool
+
+
+class _FileWrites:
+    """Image files being written (unsynced); :meth:`wait` for the paths written."""
+
+    def __init__(self, futures: list[Future[list[Path]]]) -> None:
+        self._futures = futures
+
+    @classmethod
+    def start(cls, files: Sequence[tuple[str, bytes, bool]]) -> _FileWrites:
+        """Write each ``(path, data, new)``: always when ``new``, else only if the file is missing."""
+        if len(files) < _PARALLEL_FILES:
+            done: Future[list[Path]] = Future()
+            try:
+                done.set_result(_write_files(files))
+            except BaseException as exc:
+                done.set_exception(exc)
+            return cls([done])
+        pool = _file_writers()
+        step = -(-len(files) // _FILE_WRITERS)
+        return cls([pool.submit(_write_files, files[i : i + step]) for i in range(0, len(files), step)])
+
+    def wait(self) -> list[Path]:
+        """The paths written, once every write is done; the first failure is raised after all have ended."""
+        written: list[Path] = []
+        error: BaseException | None = None
+        for future in self._futures:
+            try:
+                written += future.result()
+            except BaseException as exc:
+                error = error or exc
+        if error is not None:
+            raise error
+        return written
+
+
+def _write_files(files: Sequence[tuple[str, bytes, bool]]) -> list[Path]:
+    written: list[Path] = []
+    for path, data, new in files:
+        if not new and os.path.exists(path):
+            continue
+        _write_unsynced(path, data)
+        written.append(Path(path))
+    return written
+
+
+def _write_unsynced(path: str | Path, data: bytes) -> None:
     """Write ``path`` via a temporary file in its folder and rename it into place, without fsync.
 
     Readers see the old file or the whole new one, never part of one; :func:`_make_durable` must run
     before anything that refers to the file commits. The folder is created only when the temporary
-    file cannot be (one system call fewer per file in the usual case).
+    file cannot be (fewer system calls per file in the usual case).
     """
-    folder = path.parent
-    temporary = folder / f".tmp-{os.urandom(8).hex()}.jpg"
-    try:
-        fd = os.open(temporary, _TEMP_FLAGS, 0o600)
-    except FileNotFoundError:
-        folder.mkdir(parents=True, exist_ok=True)
+    folder = os.path.dirname(path)
+    for attempt in range(8):
+        temporary = os.path.join(folder, f".tmp-{_temp_names.getrandbits(64):016x}.jpg")
+        try:
+            fd = os.open(temporary, _TEMP_FLAGS, 0o600)
+            break
+        except FileNotFoundError:
+            _make_folder(folder)
+        except FileExistsError:
+            if attempt == 7:
+                raise
+    else:
         fd = os.open(temporary, _TEMP_FLAGS, 0o600)
     try:
         try:
@@ -254,8 +457,19 @@ def _write_unsynced(path: Path, data: bytes) -> None:
             os.close(fd)
         os.replace(temporary, path)
     except BaseException:
-        temporary.unlink(missing_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
         raise
+
+
+def _make_folder(folder: str) -> None:
+    """Create ``folder``, and its parents if they are missing too."""
+    try:
+        os.mkdir(folder)
+    except FileExistsError:
+        pass
+    except FileNotFoundError:
+        os.makedirs(folder, exist_ok=True)
 
 
 def _make_durable(root: Path, paths: Sequence[Path]) -> None:
@@ -269,11 +483,13 @@ def _make_durable(root: Path, paths: Sequence[Path]) -> None:
     """
     if not paths:
         return
-    folders = _folders_to_sync(root, paths)
     syncfs = _syncfs()
     if syncfs is not None:
-        devices: dict[int, Path] = {}
-        for folder in folders:  # root first, so the usual single device is synced through the root
+        # Folders this store creates lie on their parent's file system, so the files' own folders show
+        # every file system involved (one mounted on an existing folder included); the root comes first,
+        # so the usual single device is synced through the root.
+        devices: dict[int, str] = {}
+        for folder in dict.fromkeys([os.path.normpath(root), *(os.path.dirname(p) for p in paths)]):
             devices.setdefault(os.stat(folder).st_dev, folder)
         try:
             for folder in devices.values():
@@ -283,19 +499,24 @@ def _make_durable(root: Path, paths: Sequence[Path]) -> None:
             pass
     for path in dict.fromkeys(paths):
         _fsync_path(path, os.O_RDONLY)
-    for folder in folders:
+    for folder in _folders_to_sync(root, paths):
         _fsync_path(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
 
 
-def _folders_to_sync(root: Path, paths: Sequence[Path]) -> list[Path]:
-    """``root`` and each distinct folder between it and the files (new folders need their entries synced)."""
-    folders: dict[Path, None] = {root: None}
+def _folders_to_sync(root: Path, paths: Sequence[Path]) -> list[str]:
+    """``root`` and each distinct folder between it and the files (new folders need their entries synced).
+
+    Plain strings: this runs over every file of a group, and ``pathlib`` comparisons are slow.
+    """
+    top = os.path.normpath(root)
+    inside = top.rstrip(os.sep) + os.sep
+    folders: dict[str, None] = {top: None}
     for path in paths:
-        folder = path.parent
-        chain: list[Path] = []
-        while folder != root and folder not in folders and root in folder.parents:
+        folder = os.path.dirname(os.path.normpath(path))
+        chain: list[str] = []
+        while folder not in folders and folder.startswith(inside):
             chain.append(folder)
-            folder = folder.parent
+            folder = os.path.dirname(folder)
         folders.update(dict.fromkeys(reversed(chain)))
     return list(folders)
 
@@ -326,7 +547,7 @@ def _syncfs() -> _SyncfsFunction | None:
     return _syncfs_function
 
 
-def _syncfs_folder(syncfs: _SyncfsFunction, folder: Path) -> None:
+def _syncfs_folder(syncfs: _SyncfsFunction, folder: str) -> None:
     fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
     try:
         ctypes.set_errno(0)
@@ -339,7 +560,7 @@ def _syncfs_folder(syncfs: _SyncfsFunction, folder: Path) -> None:
         os.close(fd)
 
 
-def _fsync_path(path: Path, flags: int) -> None:
+def _fsync_path(path: str | Path, flags: int) -> None:
     fd = os.open(path, flags)
     try:
         os.fsync(fd)
@@ -356,6 +577,42 @@ class StoreResult:
 
     inserted: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRead:
+    """A read with its image hashes and database row worked out, ready for :func:`store_prepared_batches`.
+
+    Preparing is computation only (no database, no files), so the ingest layer does it on the thread
+    that receives the reads while another commits the previous group.
+    """
+
+    record: ReadRecord
+    node_id: int
+    crop_sha256: str
+    context_sha256: str | None
+    row: dict[str, Any]
+    """The ``reads`` row: every column, values as the ORM would take them."""
+    texts: tuple[str, ...]
+    """The plate and every candidate text, once each (``read_candidate_texts``)."""
+    dialect: Dialect | None = None
+    bound: Any = None
+    """The row as the bulk insert sends it to ``dialect`` (None: bound when stored)."""
+
+    @property
+    def read_id(self) -> str:
+        return self.record.read_id
+
+
+def prepare_read(
+    record: ReadRecord, node_id: int, received_utc: datetime, dialect: Dialect | None = None
+) -> PreparedRead:
+    """Hash a read's images and build its row (bound for ``dialect`` too, when given: the one it will be stored on)."""
+    crop = sha256_hex(record.crop_jpeg)
+    context = sha256_hex(record.context_jpeg) if record.context_jpeg else None
+    row = _read_row(record, node_id, crop, context, received_utc)
+    bound = _bulk(dialect, "reads").bind(row) if dialect is not None else None
+    return PreparedRead(record, node_id, crop, context, row, tuple(_candidate_texts(record)), dialect, bound)
 
 
 def store_reads(
@@ -389,78 +646,89 @@ def store_read_batches(
     these batches, is a duplicate wherever it appears.
     """
     received = received_utc or datetime.now(UTC)
-    first: dict[str, tuple[ReadRecord, int]] = {}
-    for node_id, records in batches:
-        for record in records:
-            first.setdefault(record.read_id, (record, node_id))
+    prepared = [[prepare_read(record, node_id, received) for record in records] for node_id, records in batches]
+    return store_prepared_batches(session_factory, prepared, images)
+
+
+def store_prepared_batches(
+    session_factory: sessionmaker[Session], batches: Sequence[Sequence[PreparedRead]], images: ImageStore
+) -> list[StoreResult]:
+    """:func:`store_read_batches` for reads already prepared (:func:`prepare_read`)."""
+    first: dict[str, PreparedRead] = {}
+    for batch in batches:
+        for read in batch:
+            first.setdefault(read.read_id, read)
     inserted: set[str] = set()
     if first:
-        inserted = _insert_reads(session_factory, sorted(first.values(), key=_read_id), images, received)
+        inserted = _insert_reads(session_factory, sorted(first.values(), key=_read_id), images)
 
     results: list[StoreResult] = []
     unreported = inserted
-    for node_id, records in batches:
+    for batch in batches:
         result = StoreResult()
-        for record in records:  # batch order; a repeat of an id is a duplicate
-            if record.read_id in unreported:
-                unreported.discard(record.read_id)
-                result.inserted.append(record.read_id)
+        for read in batch:  # batch order; a repeat of an id is a duplicate
+            if read.read_id in unreported:
+                unreported.discard(read.read_id)
+                result.inserted.append(read.read_id)
             else:
-                result.duplicates.append(record.read_id)
-        if records:
+                result.duplicates.append(read.read_id)
+        if batch:
             logger.info(
-                "stored %s reads from node %s (%s duplicates)", len(result.inserted), node_id, len(result.duplicates)
+                "stored %s reads from node %s (%s duplicates)",
+                len(result.inserted),
+                batch[0].node_id,
+                len(result.duplicates),
             )
         results.append(result)
     return results
 
 
-def _read_id(item: tuple[ReadRecord, int]) -> str:
-    return item[0].read_id
+def _read_id(read: PreparedRead) -> str:
+    return read.record.read_id
 
 
 def _insert_reads(
-    session_factory: sessionmaker[Session],
-    unique: Sequence[tuple[ReadRecord, int]],
-    images: ImageStore,
-    received: datetime,
+    session_factory: sessionmaker[Session], unique: Sequence[PreparedRead], images: ImageStore
 ) -> set[str]:
     """Insert distinct reads (sorted by id: the lock order) in one committed transaction; the ids inserted."""
     with session_factory() as session, session.begin():
         connection = session.connection()
-        dialect = connection.dialect.name
+        dialect = connection.dialect
         # Each distinct image once, in hash order (the lock order); a crop wins over an equal context.
         # Files are written unsynced and made durable together, once, before the commit.
-        kinds: dict[bytes, ImageKind] = {}
-        for record, _node_id in unique:
-            kinds.setdefault(record.crop_jpeg, "crop")
-        for record, _node_id in unique:
-            if record.context_jpeg:
-                kinds.setdefault(record.context_jpeg, "context")
-        digests = {data: sha256_hex(data) for data in kinds}
-        staged = sorted((digests[data], data, kind) for data, kind in kinds.items())
-        written = images._stage(connection, staged)
-
-        rows = [_read_row(record, node_id, digests, received) for record, node_id in unique]
-        inserted = set(connection.execute(_statement(dialect, "reads"), rows).scalars())
-
-        texts = [
-            {"read_id": record.read_id, "text": text}
-            for record, _node_id in unique
-            if record.read_id in inserted
-            for text in _candidate_texts(record)
-        ]
-        if texts:
-            connection.execute(_statement(dialect, "texts"), texts)
-
+        kinds: dict[str, tuple[bytes, ImageKind]] = {}
+        for read in unique:
+            kinds.setdefault(read.crop_sha256, (read.record.crop_jpeg, "crop"))
+        for read in unique:
+            if read.context_sha256 is not None and read.record.context_jpeg:
+                kinds.setdefault(read.context_sha256, (read.record.context_jpeg, "context"))
+        staged = [(digest, data, kind) for digest, (data, kind) in sorted(kinds.items())]
+        writes = images._stage(connection, staged)
+        try:
+            bulk = _bulk(dialect, "reads")
+            rows = [read.bound if read.dialect is dialect else bulk.bind(read.row) for read in unique]
+            inserted = set(bulk.execute_bound(connection, rows))
+            texts = [
+                {"read_id": read.read_id, "text": text}
+                for read in unique
+                if read.read_id in inserted
+                for text in read.texts
+            ]
+            _bulk(dialect, "texts").execute(connection, texts)
+        except BaseException:
+            with contextlib.suppress(BaseException):
+                writes.wait()  # no file is still being written once the transaction has rolled back
+            raise
+        written = writes.wait()
         if written and images.root is not None:
             _make_durable(images.root, written)  # before session.begin() commits on leaving the block
     return inserted
 
 
-def _read_row(record: ReadRecord, node_id: int, digests: Mapping[bytes, str], received: datetime) -> dict[str, Any]:
+def _read_row(
+    record: ReadRecord, node_id: int, crop_sha256: str, context_sha256: str | None, received: datetime
+) -> dict[str, Any]:
     gps = record.gps
-    context = record.context_jpeg
     return {
         "read_id": record.read_id,
         "node_id": node_id,
@@ -483,8 +751,8 @@ def _read_row(record: ReadRecord, node_id: int, digests: Mapping[bytes, str], re
         "latitude": gps.latitude if gps is not None else None,
         "longitude": gps.longitude if gps is not None else None,
         "gps": gps.model_dump(mode="json") if gps is not None else None,
-        "crop_sha256": digests[record.crop_jpeg],
-        "context_sha256": digests[context] if context else None,
+        "crop_sha256": crop_sha256,
+        "context_sha256": context_sha256,
         "software_version": record.software_version,
         "model_versions": dict(record.model_versions),
     }

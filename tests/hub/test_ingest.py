@@ -17,9 +17,9 @@ from edge import wire
 from edge.sealing import Opener, Sealer, generate_spool_keypair
 from edge.spool import Spool
 from edge.uplink import CurveKeys, Uplink, UplinkConfig
-from hub.ingest import IngestServer
+from hub.ingest import EnrolledNode, IngestServer, _Group, _Pending
 from hub.models import Node, NodeHealthSample, Read
-from hub.storage import ImageStore
+from hub.storage import ImageStore, StoreResult, prepare_read
 from tests.hub.conftest import Database, make_record
 
 
@@ -204,3 +204,21 @@ def test_a_revoked_node_is_refused(hub: Hub, database: Database, tmp_path: Path)
             assert spool.stats().depth == 3
         finally:
             uplink.stop()
+
+
+def test_a_group_the_database_refuses_holds_back_only_the_failing_nodes_reads(hub: Hub, database: Database) -> None:
+    """Several nodes' reads share one transaction; when it fails, each node's are stored on their own."""
+    enroll(database, "car-1")
+    with database.sessions() as session:
+        node_id = session.scalars(select(Node.id).where(Node.name == "car-1")).one()
+    good, ghost = EnrolledNode(node_id, "car-1"), EnrolledNode(node_id + 1000, "ghost")  # ghost: no such node row
+    pending = []
+    for node, identity in ((good, b"good"), (ghost, b"ghost")):
+        records = [make_record(node_id=node.name) for _ in range(3)]
+        prepared = [prepare_read(r, node.id, datetime.now(UTC), database.engine.dialect) for r in records]
+        pending.append(_Pending(identity, node, records, [r.read_id for r in records], [], prepared))
+    group = _Group(pending)
+    hub.server._store_group(group)
+    assert group.results[good.id] == StoreResult(inserted=pending[0].accepted_ids)
+    assert group.results[ghost.id] is None and group.failures == 1
+    assert sorted(stored_ids(database)) == sorted(pending[0].accepted_ids)

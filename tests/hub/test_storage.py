@@ -27,8 +27,11 @@ from hub.storage import (
     find_reads_by_plate,
     find_reads_by_prefix,
     prefix_upper_bound,
+    prepare_read,
     record_heartbeat,
     sha256_hex,
+    store_prepared_batches,
+    store_read_batches,
     store_reads,
 )
 from tests.hub.conftest import NOW, Database, make_record
@@ -387,3 +390,69 @@ def test_sqlite_engine_is_durable(tmp_path: Path) -> None:
             assert connection.execute(text("SELECT 1")).scalar() == 1
     finally:
         engine.dispose()
+
+
+def test_batches_of_several_nodes_are_stored_in_one_transaction(database: Database, node_id: int) -> None:
+    with database.sessions.begin() as session:
+        other = Node(name="car-13", curve_public_key="c" * 40, enrolled_utc=NOW)
+        session.add(other)
+        session.flush()
+        other_id = other.id
+    first = [make_record() for _ in range(3)]
+    second = [make_record(node_id="car-13"), first[1]]  # a read id seen in an earlier batch is a duplicate
+    results = store_read_batches(database.sessions, [(node_id, first), (other_id, second), (node_id, [])], DB_IMAGES)
+    assert results == [
+        StoreResult(inserted=[r.read_id for r in first]),
+        StoreResult(inserted=[second[0].read_id], duplicates=[first[1].read_id]),
+        StoreResult(),
+    ]
+    with database.sessions() as session:
+        owners = {read_id: owner for read_id, owner in session.execute(select(Read.read_id, Read.node_id))}
+        assert owners == {**{r.read_id: node_id for r in first}, second[0].read_id: other_id}
+        assert count(session, ReadCandidateText) == 8
+
+
+def test_prepared_reads_store_what_store_reads_stores(database: Database, node_id: int) -> None:
+    """Rows bound ahead of time (for this engine, or for another engine's dialect) store the same values."""
+    other_engine = make_engine(database.url)
+    try:
+        records = [
+            make_record(context_jpeg=b"\xff\xd8ctx\xff\xd9", clock_suspect=True, observations=3),
+            make_record(gps=None, candidates=[], char_confidences=[]),
+        ]
+        prepared = [
+            prepare_read(records[0], node_id, NOW, database.engine.dialect),
+            prepare_read(records[1], node_id, NOW, other_engine.dialect),  # bound again when stored
+        ]
+        assert store_prepared_batches(database.sessions, [prepared], DB_IMAGES) == [
+            StoreResult(inserted=[r.read_id for r in records])
+        ]
+        plain = [make_record(**{k: v for k, v in r.model_dump().items() if k != "read_id"}) for r in records]
+        store_reads(database.sessions, plain, node_id, DB_IMAGES, received_utc=NOW)
+        columns = [c for c in Read.__table__.columns if c.name != "read_id"]
+        with database.sessions() as session:
+            for record, again in zip(records, plain, strict=True):
+                rows = [
+                    session.execute(select(*columns).where(Read.read_id == r.read_id)).one() for r in (record, again)
+                ]
+                assert rows[0] == rows[1]
+                assert rows[0].received_utc == NOW and rows[0].first_seen_utc == record.first_seen_utc
+    finally:
+        other_engine.dispose()
+
+
+def test_a_failed_image_write_stores_nothing(database: Database, node_id: int, tmp_path: Path) -> None:
+    """Files are written on worker threads; a failure there rolls the whole transaction back."""
+    root = tmp_path / "images"
+    images = ImageStore("disk", root)
+    records = [make_record() for _ in range(40)]
+    digest = sha256_hex(records[-1].crop_jpeg)
+    (root / digest[:2]).mkdir(parents=True)
+    (root / digest[:2] / digest[2:4]).write_bytes(b"a file where a folder should be")
+    with pytest.raises(OSError):
+        store_reads(database.sessions, records, node_id, images)
+    with database.sessions() as session:
+        assert count(session, Read) == 0 and count(session, Image) == 0
+    (root / digest[:2] / digest[2:4]).unlink()
+    assert store_reads(database.sessions, records, node_id, images).inserted == [r.read_id for r in records]
+    assert len(stored_files(root)) == len(records)
