@@ -393,16 +393,24 @@ class _FileWrites:
     @classmethod
     def start(cls, files: Sequence[tuple[str, bytes, bool]]) -> _FileWrites:
         """Write each ``(path, data, new)``: always when ``new``, else only if the file is missing."""
-        if len(files) < _PARALLEL_FILES:
-            done: Future[list[Path]] = Future()
+        if len(files) >= _PARALLEL_FILES:
+            step = -(-len(files) // _FILE_WRITERS)
+            futures: list[Future[list[Path]]] = []
             try:
-                done.set_result(_write_files(files))
-            except BaseException as exc:
-                done.set_exception(exc)
-            return cls([done])
-        pool = _file_writers()
-        step = -(-len(files) // _FILE_WRITERS)
-        return cls([pool.submit(_write_files, files[i : i + step]) for i in range(0, len(files), step)])
+                for start in range(0, len(files), step):
+                    futures.append(_file_writers().submit(_write_files, files[start : start + step]))
+            except RuntimeError:  # the interpreter is shutting down: write the rest here
+                files = files[len(futures) * step :]
+            else:
+                return cls(futures)
+        else:
+            futures = []
+        done: Future[list[Path]] = Future()
+        try:
+            done.set_result(_write_files(files))
+        except BaseException as exc:
+            done.set_exception(exc)
+        return cls([*futures, done])
 
     def wait(self) -> list[Path]:
         """The paths written, once every write is done; the first failure is raised after all have ended."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -82,6 +83,13 @@ def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
         time.sleep(0.05)
 
 
+def _wake_pending(server: IngestServer) -> bool:
+    try:
+        return bool(server._wake_reader.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
+        return False
+
+
 def stored_ids(database: Database) -> list[str]:
     with database.sessions() as session:
         return list(session.scalars(select(Read.read_id)))
@@ -100,6 +108,8 @@ def test_an_enrolled_node_delivers_every_read_once(hub: Hub, database: Database,
             uplink.stop()
     stored = stored_ids(database)
     assert sorted(stored) == sorted(ids) and len(stored) == len(set(stored))
+    # The store thread's wake-ups are consumed (left pending, the ingest loop would spin and fill the pipe).
+    wait_for(lambda: not _wake_pending(hub.server), timeout=2.0)
     with database.sessions() as session:
         node = session.scalar(select(Node).where(Node.name == "car-12"))
         assert node is not None and node.last_seen_utc is not None
