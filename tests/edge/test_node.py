@@ -42,14 +42,14 @@ from edge.recognition import const
 from edge.recognition.types import BgrImage
 from edge.sealing import Opener, Sealer, encode_key, generate_spool_keypair
 from edge.spool import Spool
+from edge.uplink import CurveKeys
 from hub.db import make_engine, session_factory, upgrade
 from hub.ingest import IngestServer
 from hub.models import Read
 from hub.storage import ImageStore
 from tests.edge import test_gps
 from tests.edge.test_gps import GpsFake, free_port
-from tests.hub.conftest import Database
-from tests.hub.test_ingest import enroll
+from tests.hub.conftest import Database, enroll
 
 gpsfake = test_gps.gpsfake  # the fixture, reused as it is
 
@@ -133,7 +133,7 @@ class HubSide:
     curve_secret: bytes
     spool_public: bytes
     spool_private: bytes
-    node_keys: tuple[str, str]
+    node_keys: CurveKeys
     server: IngestServer | None = None
 
     def start(self) -> IngestServer:
@@ -203,7 +203,7 @@ def config_data(hub: HubSide, data_dir: Path, camera: dict[str, Any], **sections
             "public_key": hub.curve_public.decode(),
             "spool_public_key": encode_key(hub.spool_public),
         },
-        "keys": {"node_public_key": hub.node_keys[0], "node_secret_key": hub.node_keys[1]},
+        "keys": {"node_public_key": hub.node_keys.node_public, "node_secret_key": hub.node_keys.node_secret},
         "cameras": [{"id": CAMERA, **camera}],
         "gps": {"mode": "fixed", "latitude": LAT, "longitude": LON, "heading_deg": 90.0},
         "recognition": {"min_confidence": 0.3},

@@ -5,66 +5,20 @@ from __future__ import annotations
 import os
 import socket
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import pytest
 import zmq
 from sqlalchemy import func, select
 
 from edge import wire
-from edge.sealing import Opener, Sealer, generate_spool_keypair
+from edge.sealing import Sealer, generate_spool_keypair
 from edge.spool import Spool
-from edge.uplink import CurveKeys, Uplink, UplinkConfig
+from edge.uplink import CurveKeys
 from hub.ingest import EnrolledNode, IngestServer, _Group, _Pending
-from hub.models import Node, NodeHealthSample, Read
-from hub.storage import ImageStore, StoreResult, prepare_read
-from tests.hub.conftest import Database, make_record
-
-
-@dataclass
-class Hub:
-    server: IngestServer
-    endpoint: str
-    curve_public: str
-    spool_public: bytes
-
-
-@pytest.fixture
-def hub(database: Database, tmp_path: Path) -> Iterator[Hub]:
-    public, secret = zmq.curve_keypair()
-    spool_public, spool_private = generate_spool_keypair()
-    server = IngestServer(
-        "tcp://127.0.0.1:*",
-        public,
-        secret,
-        database.sessions,
-        ImageStore("disk", tmp_path / "images"),
-        Opener(spool_private),
-    )
-    server.registry.refresh_s = 0.2
-    server.start()
-    yield Hub(server, server.endpoint, public.decode(), spool_public)
-    server.stop()
-
-
-def enroll(database: Database, name: str) -> tuple[str, str]:
-    public, secret = zmq.curve_keypair()
-    with database.sessions.begin() as session:
-        session.add(Node(name=name, curve_public_key=public.decode(), enrolled_utc=datetime.now(UTC)))
-    return public.decode(), secret.decode()
-
-
-def make_uplink(hub: Hub, spool: Spool, name: str, keys: tuple[str, str]) -> Uplink:
-    config = UplinkConfig(
-        node_id=name, hub_endpoint=hub.endpoint, keys=CurveKeys(keys[0], keys[1], hub.curve_public),
-        ack_timeout_s=1.0, backoff_min_s=0.1, backoff_max_s=0.5, heartbeat_interval_s=0.3,
-    )  # fmt: skip
-    health = wire.NodeHealth(spool_depth=0, spool_bytes=0, evictions_total=0, gps_status="3d", uptime_s=1,
-                             software_version="t")  # fmt: skip
-    return Uplink(config, spool, lambda: health)
+from hub.models import Node, NodeHealthSample
+from hub.storage import StoreResult, prepare_read
+from tests.hub.conftest import Database, InProcessHub, enroll, make_record, make_uplink, stored_ids, wait_for
 
 
 def spool_reads(spool: Spool, node: str, count: int) -> list[str]:
@@ -76,13 +30,6 @@ def spool_reads(spool: Spool, node: str, count: int) -> list[str]:
     return ids
 
 
-def wait_for(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.05)
-
-
 def _wake_pending(server: IngestServer) -> bool:
     try:
         return bool(server._wake_reader.recv(1, socket.MSG_PEEK))
@@ -90,23 +37,18 @@ def _wake_pending(server: IngestServer) -> bool:
         return False
 
 
-def stored_ids(database: Database) -> list[str]:
-    with database.sessions() as session:
-        return list(session.scalars(select(Read.read_id)))
-
-
-def test_an_enrolled_node_delivers_every_read_once(hub: Hub, database: Database, tmp_path: Path) -> None:
-    keys = enroll(database, "car-12")
+def test_an_enrolled_node_delivers_every_read_once(hub: InProcessHub, database: Database, tmp_path: Path) -> None:
+    keys = enroll(database, "car-12", hub.curve_public)
     with Spool(tmp_path / "spool.db", Sealer(hub.spool_public)) as spool:
         ids = spool_reads(spool, "car-12", 300)
-        uplink = make_uplink(hub, spool, "car-12", keys)
+        uplink = make_uplink("car-12", hub.endpoint, keys, spool)
         uplink.start()
         try:
             wait_for(lambda: spool.stats().depth == 0)
             wait_for(lambda: uplink.stats.heartbeats_acked >= 1)
         finally:
             uplink.stop()
-    stored = stored_ids(database)
+    stored = stored_ids(database.sessions)
     assert sorted(stored) == sorted(ids) and len(stored) == len(set(stored))
     # The store thread's wake-ups are consumed (left pending, the ingest loop would spin and fill the pipe).
     wait_for(lambda: not _wake_pending(hub.server), timeout=2.0)
@@ -116,9 +58,12 @@ def test_an_enrolled_node_delivers_every_read_once(hub: Hub, database: Database,
         assert (session.scalar(select(func.count()).select_from(NodeHealthSample)) or 0) >= 1
 
 
-def test_unknown_keys_are_refused_while_enrolled_nodes_are_served(hub: Hub, database: Database, tmp_path: Path) -> None:
-    good = enroll(database, "car-12")
+def test_unknown_keys_are_refused_while_enrolled_nodes_are_served(
+    hub: InProcessHub, database: Database, tmp_path: Path
+) -> None:
+    good = enroll(database, "car-12", hub.curve_public)
     stranger_public, stranger_secret = zmq.curve_keypair()
+    stranger = CurveKeys(stranger_public.decode(), stranger_secret.decode(), hub.curve_public)
     with (
         Spool(tmp_path / "good.db", Sealer(hub.spool_public)) as good_spool,
         Spool(tmp_path / "bad.db", Sealer(hub.spool_public)) as bad_spool,
@@ -126,8 +71,8 @@ def test_unknown_keys_are_refused_while_enrolled_nodes_are_served(hub: Hub, data
         good_ids = spool_reads(good_spool, "car-12", 20)
         spool_reads(bad_spool, "car-99", 20)
         uplinks = [
-            make_uplink(hub, good_spool, "car-12", good),
-            make_uplink(hub, bad_spool, "car-99", (stranger_public.decode(), stranger_secret.decode())),
+            make_uplink("car-12", hub.endpoint, good, good_spool),
+            make_uplink("car-99", hub.endpoint, stranger, bad_spool),
         ]
         for uplink in uplinks:
             uplink.start()
@@ -138,14 +83,16 @@ def test_unknown_keys_are_refused_while_enrolled_nodes_are_served(hub: Hub, data
         finally:
             for uplink in uplinks:
                 uplink.stop()
-    assert sorted(stored_ids(database)) == sorted(good_ids)
+    assert sorted(stored_ids(database.sessions)) == sorted(good_ids)
 
 
-def test_malformed_messages_are_rejected_counted_and_survived(hub: Hub, database: Database, tmp_path: Path) -> None:
-    public, secret = enroll(database, "car-12")
+def test_malformed_messages_are_rejected_counted_and_survived(
+    hub: InProcessHub, database: Database, tmp_path: Path
+) -> None:
+    keys = enroll(database, "car-12", hub.curve_public)
     sock: zmq.Socket[bytes] = zmq.Context.instance().socket(zmq.DEALER)
     sock.setsockopt(zmq.LINGER, 0)
-    sock.curve_publickey, sock.curve_secretkey = public.encode(), secret.encode()
+    sock.curve_publickey, sock.curve_secretkey = keys.node_public.encode(), keys.node_secret.encode()
     sock.curve_serverkey = hub.curve_public.encode()
     sock.connect(hub.endpoint)
     garbage = [
@@ -167,19 +114,19 @@ def test_malformed_messages_are_rejected_counted_and_survived(hub: Hub, database
     # still serving: a real node gets its reads in
     with Spool(tmp_path / "spool.db", Sealer(hub.spool_public)) as spool:
         ids = spool_reads(spool, "car-12", 5)
-        uplink = make_uplink(hub, spool, "car-12", (public, secret))
+        uplink = make_uplink("car-12", hub.endpoint, keys, spool)
         uplink.start()
         try:
             wait_for(lambda: spool.stats().depth == 0)
         finally:
             uplink.stop()
-    assert sorted(stored_ids(database)) == sorted(ids)
+    assert sorted(stored_ids(database.sessions)) == sorted(ids)
 
 
 def test_reads_sealed_for_another_hub_or_claiming_another_node_are_rejected(
-    hub: Hub, database: Database, tmp_path: Path
+    hub: InProcessHub, database: Database, tmp_path: Path
 ) -> None:
-    keys = enroll(database, "car-12")
+    keys = enroll(database, "car-12", hub.curve_public)
     other_public, _ = generate_spool_keypair()
     with (
         Spool(tmp_path / "spool.db", Sealer(other_public)) as foreign,
@@ -188,18 +135,18 @@ def test_reads_sealed_for_another_hub_or_claiming_another_node_are_rejected(
         spool_reads(foreign, "car-12", 3)
         spool_reads(spoof, "car-77", 3)  # sealed correctly but claims to come from another node
         for spool in (foreign, spoof):
-            uplink = make_uplink(hub, spool, "car-12", keys)
+            uplink = make_uplink("car-12", hub.endpoint, keys, spool)
             uplink.start()
             try:
                 wait_for(lambda spool=spool: spool.stats().depth == 0)  # type: ignore[misc]
                 assert uplink.stats.reads_rejected == 3
             finally:
                 uplink.stop()
-    assert stored_ids(database) == []
+    assert stored_ids(database.sessions) == []
 
 
-def test_a_revoked_node_is_refused(hub: Hub, database: Database, tmp_path: Path) -> None:
-    keys = enroll(database, "car-12")
+def test_a_revoked_node_is_refused(hub: InProcessHub, database: Database, tmp_path: Path) -> None:
+    keys = enroll(database, "car-12", hub.curve_public)
     with database.sessions.begin() as session:
         node = session.scalar(select(Node).where(Node.name == "car-12"))
         assert node is not None
@@ -207,7 +154,7 @@ def test_a_revoked_node_is_refused(hub: Hub, database: Database, tmp_path: Path)
     time.sleep(0.3)  # registry refresh
     with Spool(tmp_path / "spool.db", Sealer(hub.spool_public)) as spool:
         spool_reads(spool, "car-12", 3)
-        uplink = make_uplink(hub, spool, "car-12", keys)
+        uplink = make_uplink("car-12", hub.endpoint, keys, spool)
         uplink.start()
         try:
             wait_for(lambda: hub.server.registry.denied >= 1)
@@ -216,9 +163,11 @@ def test_a_revoked_node_is_refused(hub: Hub, database: Database, tmp_path: Path)
             uplink.stop()
 
 
-def test_a_group_the_database_refuses_holds_back_only_the_failing_nodes_reads(hub: Hub, database: Database) -> None:
+def test_a_group_the_database_refuses_holds_back_only_the_failing_nodes_reads(
+    hub: InProcessHub, database: Database
+) -> None:
     """Several nodes' reads share one transaction; when it fails, each node's are stored on their own."""
-    enroll(database, "car-1")
+    enroll(database, "car-1", hub.curve_public)
     with database.sessions() as session:
         node_id = session.scalars(select(Node.id).where(Node.name == "car-1")).one()
     good, ghost = EnrolledNode(node_id, "car-1"), EnrolledNode(node_id + 1000, "ghost")  # ghost: no such node row
@@ -231,4 +180,4 @@ def test_a_group_the_database_refuses_holds_back_only_the_failing_nodes_reads(hu
     hub.server._store_group(group)
     assert group.results[good.id] == StoreResult(inserted=pending[0].accepted_ids)
     assert group.results[ghost.id] is None and group.failures == 1
-    assert sorted(stored_ids(database)) == sorted(pending[0].accepted_ids)
+    assert sorted(stored_ids(database.sessions)) == sorted(pending[0].accepted_ids)
