@@ -8,6 +8,7 @@
     alpr-hub retention run [--dry-run]
     alpr-hub holds create READ_ID --case C --by U --reason R | holds release HOLD_ID --by U --reason R
     alpr-hub hits open | hits dispose HIT_ID --as confirmed|misread|not_actionable --by U [--notes N]
+    alpr-hub users | devices | agencies | shares | audit ...   (hub/admin_cli.py: SB 34 administration)
 
 Every command takes ``--config hub.toml`` (defaults apply without one).
 """
@@ -28,6 +29,7 @@ from types import FrameType
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from hub.access.service import AccessDenied
 from hub.config import HubConfig, HubConfigError, load_hub_config
 
 logger = logging.getLogger("alpr-hub")
@@ -62,7 +64,11 @@ def check_config_command(args: argparse.Namespace, config: HubConfig) -> int:
     except KeysMissingError as exc:
         print(f"hub.data_dir: {exc}", file=sys.stderr)
         return 2
+    policy = config.policy
     print(f"{args.config or 'defaults'}: ok (database {config.hub.url()})")
+    print(f"policy: {config.compliance.policy_file or 'built-in defaults'}; reads kept {policy.retention.reads_days} "
+          f"days, hot lists {policy.retention.hotlist_days}, access log {policy.retention.access_log_days}; "
+          f"authorized classifications: {', '.join(policy.access.authorized_classifications)}")  # fmt: skip
     return 0
 
 
@@ -187,11 +193,13 @@ def dispatch_command(args: argparse.Namespace, config: HubConfig) -> int:
 
 def retention_run_command(args: argparse.Namespace, config: HubConfig) -> int:
     from hub.retention import RetentionJob, RetentionPolicy
-    from hub.service import HubRetentionJob, image_store
+    from hub.service import HubRetentionJob, compliance_service, image_store
 
     policy = RetentionPolicy(reads_days=config.retention.reads_days, hits_days=config.retention.hits_days)
     sessions = _sessions(config)
-    job = HubRetentionJob(RetentionJob(sessions, image_store(config), policy), sessions, config.retention.hotlist_days)
+    upkeep = None if args.dry_run else compliance_service(config, sessions).run_upkeep
+    job = HubRetentionJob(RetentionJob(sessions, image_store(config), policy), sessions, config.retention.hotlist_days,
+                          upkeep)  # fmt: skip
     report = job.run(dry_run=args.dry_run)
     print(f"{'would purge' if args.dry_run else 'purged'}: {report.reads_purged} reads, {report.hits_purged} hits, "
           f"{report.images_purged} images; kept {report.held_reads_kept} held reads")  # fmt: skip
@@ -309,6 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
     dispose.add_argument("--as", dest="disposition", required=True, choices=["confirmed", "misread", "not_actionable"])
     dispose.add_argument("--by", required=True)
     dispose.add_argument("--notes")
+
+    from hub.admin_cli import add_commands
+
+    add_commands(command, sub)
     return parser
 
 
@@ -324,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args, config)
-    except (ValueError, LookupError, RuntimeError) as exc:  # domain errors: one clear line, no traceback
+    except (ValueError, LookupError, RuntimeError, AccessDenied) as exc:  # domain errors: one line, no traceback
         print(f"alpr-hub: {exc}", file=sys.stderr)
         return 1
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from edge.config import ConfigError, read_toml_model
+from hub.access.policy import PolicySettings, load_policy
+from hub.access.policy import RetentionSection as PolicyRetention
 
 
 class _Section(BaseModel):
@@ -58,11 +60,43 @@ class RetentionSection(_Section):
     interval_s: float = Field(default=3600.0, gt=0, description="how often the retention job runs in `serve`")
 
 
+class ApiSection(_Section):
+    enabled: bool = Field(default=True, description="serve the HTTP API (search, users, audits) in `serve`")
+    bind: str = Field(default="127.0.0.1:8443", pattern=r"^[^:]+:\d{1,5}$", description="host:port")
+    tls_cert: Path | None = Field(default=None, description="PEM certificate; without one, serve plain HTTP behind TLS")
+    tls_key: Path | None = Field(default=None, description="PEM private key for tls_cert")
+
+    @model_validator(mode="after")
+    def _pair(self) -> ApiSection:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        return self
+
+    @property
+    def host(self) -> str:
+        return self.bind.rsplit(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.bind.rsplit(":", 1)[1])
+
+
+class ComplianceSection(_Section):
+    policy_file: Path | None = Field(
+        default=None,
+        description="the agency's ALPR policy settings (deploy/policy.example.toml); its retention periods"
+        " replace [retention]'s",
+    )
+
+
 class HubConfig(_Section):
     hub: HubSection = Field(default_factory=HubSection)
     ingest: IngestSection = Field(default_factory=IngestSection)
     dispatch: DispatchSection = Field(default_factory=DispatchSection)
     retention: RetentionSection = Field(default_factory=RetentionSection)
+    api: ApiSection = Field(default_factory=ApiSection)
+    compliance: ComplianceSection = Field(default_factory=ComplianceSection)
+    _policy: PolicySettings | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")
     def _hits_outlive_reads(self) -> HubConfig:
@@ -74,15 +108,71 @@ class HubConfig(_Section):
     def keys_dir(self) -> Path:
         return self.hub.data_dir / "keys"
 
+    @property
+    def policy(self) -> PolicySettings:
+        """The policy in force: the policy file's, or one built from [retention] when there is none."""
+        if self._policy is None:
+            self._policy = _policy_from_retention(self.retention)
+        return self._policy
+
 
 HubConfigError = ConfigError
 """The edge's error: one ``key.path: message`` line per problem."""
 
 
 def load_hub_config(path: Path | None) -> HubConfig:
-    """The config at ``path`` (or all defaults when None), with relative paths resolved."""
+    """The config at ``path`` (or all defaults when None), with relative paths resolved and the policy loaded."""
     if path is None:
-        return HubConfig()
+        config = HubConfig()
+        config.policy  # noqa: B018 - validates the default retention against the policy's bounds
+        return config
     config = read_toml_model(path, HubConfig)
-    data_dir = config.hub.data_dir if config.hub.data_dir.is_absolute() else path.parent / config.hub.data_dir
-    return config.model_copy(update={"hub": config.hub.model_copy(update={"data_dir": data_dir})})
+    base = path.parent
+    config = config.model_copy(update={
+        "hub": config.hub.model_copy(update={"data_dir": _resolve(base, config.hub.data_dir)}),
+        "api": config.api.model_copy(update={"tls_cert": _resolve(base, config.api.tls_cert),
+                                             "tls_key": _resolve(base, config.api.tls_key)}),
+    })  # fmt: skip
+    policy_file = _resolve(base, config.compliance.policy_file)
+    if policy_file is None:
+        config.policy  # noqa: B018 - validates [retention] against the policy's bounds
+        return config
+    try:
+        policy = load_policy(policy_file)
+    except ConfigError as exc:
+        raise ConfigError([f"{policy_file.name}: {problem}" for problem in exc.problems]) from None
+    _check_no_conflict(config.retention, policy)
+    retention = config.retention.model_copy(update={
+        "reads_days": policy.retention.reads_days, "hits_days": policy.retention.hits_days,
+        "hotlist_days": policy.retention.hotlist_days,
+    })  # fmt: skip
+    config = config.model_copy(update={"retention": retention,
+                                       "compliance": ComplianceSection(policy_file=policy_file)})  # fmt: skip
+    config._policy = policy
+    return config
+
+
+def _resolve(base: Path, path: Path | None) -> Path | None:
+    return None if path is None or path.is_absolute() else base / path
+
+
+def _check_no_conflict(retention: RetentionSection, policy: PolicySettings) -> None:
+    problems = [
+        f"retention.{name}: {getattr(retention, name)} here but {getattr(policy.retention, name)} in the policy file;"
+        " the policy file decides, remove it here"
+        for name in ("reads_days", "hits_days", "hotlist_days")
+        if name in retention.model_fields_set and getattr(retention, name) != getattr(policy.retention, name)
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _policy_from_retention(retention: RetentionSection) -> PolicySettings:
+    try:
+        days = {"reads_days": retention.reads_days, "hits_days": retention.hits_days}
+        if retention.hotlist_days is not None:
+            days["hotlist_days"] = retention.hotlist_days
+        return PolicySettings(retention=PolicyRetention(**days))
+    except ValidationError as exc:
+        raise ConfigError([f"retention.{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (policy bounds, 429.9)"
+                           for e in exc.errors()]) from None  # fmt: skip

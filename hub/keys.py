@@ -6,6 +6,7 @@ Both live as files under the config's ``keys_dir`` (secret files mode 0600), mad
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,8 @@ CURVE_SECRET = "hub_curve.secret"
 CURVE_PUBLIC = "hub_curve.public"
 SPOOL_SECRET = "spool.secret"
 SPOOL_PUBLIC = "spool.public"
+ACCESS_LOG_KEY = "access_log.key"
+"""HMAC key of the access-log chain: someone who can edit the database but not read this file cannot forge it."""
 
 
 class KeysMissingError(RuntimeError):
@@ -50,7 +53,17 @@ def create_keys(keys_dir: Path) -> bool:
         write_secret(keys_dir / SPOOL_SECRET, encode_key(spool_private))
         (keys_dir / SPOOL_PUBLIC).write_text(encode_key(spool_public) + "\n", encoding="ascii")
         created = True
+    if not (keys_dir / ACCESS_LOG_KEY).exists():
+        write_secret(keys_dir / ACCESS_LOG_KEY, encode_key(secrets.token_bytes(32)))
+        created = True
     return created
+
+
+def load_access_log_key(keys_dir: Path) -> bytes:
+    try:
+        return decode_key((keys_dir / ACCESS_LOG_KEY).read_text(encoding="ascii").strip())
+    except FileNotFoundError:
+        raise KeysMissingError(f"access-log key missing in {keys_dir}: run `alpr-hub init`") from None
 
 
 def load_keys(keys_dir: Path) -> HubKeys:

@@ -314,3 +314,8 @@ class RetentionRun(Base):
     hits_purged: Mapped[int] = mapped_column(Integer, default=0)
     entries_purged: Mapped[int] = mapped_column(Integer, default=0)
     held_reads_kept: Mapped[int] = mapped_column(Integer, default=0)
+
+
+# The compliance tables (users, access log, sharing, audits) live in hub/access/models.py on this Base;
+# importing them here puts them in ``Base.metadata`` wherever the hub's schema is used.
+from hub.access import models as _access_models  # noqa: E402,F401

@@ -4,21 +4,25 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
+import uvicorn
 import zmq
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge import wire
 from edge.recognition.formats import mask_plate
 from edge.sealing import Opener
+from hub.access.auditlog import AccessLog
+from hub.access.service import ComplianceService
+from hub.api.app import create_app
 from hub.config import HubConfig
 from hub.db import make_engine, session_factory
 from hub.dispatch import HitAlert, HitPublisher, mark_delivered
 from hub.hotlists import HitEvent, HotlistService, expire_entries, purge_expired_lists
 from hub.ingest import EnrolledNode, IngestServer
-from hub.keys import load_keys
+from hub.keys import load_access_log_key, load_keys
 from hub.retention import RetentionJob, RetentionPolicy, RetentionReport, RetentionScheduler
 from hub.storage import ImageStore
 
@@ -27,6 +31,34 @@ logger = logging.getLogger(__name__)
 
 def image_store(config: HubConfig) -> ImageStore:
     return ImageStore(config.hub.images, config.hub.data_dir / "images" if config.hub.images == "disk" else None)
+
+
+def compliance_service(config: HubConfig, sessions: sessionmaker[Session]) -> ComplianceService:
+    """The gate in front of every human access (API and CLI), with the agency's policy and log key."""
+    access_log = AccessLog(load_access_log_key(config.keys_dir))
+    return ComplianceService(sessions, config.policy, access_log, image_store(config),
+                             issuer=f"{config.policy.agency.name} ALPR")  # fmt: skip
+
+
+class ApiServer:
+    """The HTTP API under uvicorn, in a thread of the hub process."""
+
+    def __init__(self, config: HubConfig, service: ComplianceService) -> None:
+        api = config.api
+        self.server = uvicorn.Server(uvicorn.Config(
+            create_app(service), host=api.host, port=api.port, log_level="warning", access_log=False,
+            ssl_certfile=str(api.tls_cert) if api.tls_cert else None,
+            ssl_keyfile=str(api.tls_key) if api.tls_key else None,
+        ))  # fmt: skip
+        self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
+        self.url = f"{'https' if api.tls_cert else 'http'}://{api.bind}"
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10.0)
 
 
 class HubService:
@@ -52,20 +84,26 @@ class HubService:
             context=context,
         )
         self.stop_event = threading.Event()
+        self.compliance = compliance_service(config, self.sessions)
         policy = RetentionPolicy(reads_days=config.retention.reads_days, hits_days=config.retention.hits_days)
         job = HubRetentionJob(RetentionJob(self.sessions, self.images, policy), self.sessions,
-                              config.retention.hotlist_days)  # fmt: skip
+                              config.retention.hotlist_days, self.compliance.run_upkeep)  # fmt: skip
         self.retention = RetentionScheduler(job, config.retention.interval_s, self.stop_event)
+        self.api = ApiServer(config, self.compliance) if config.api.enabled else None
 
     def start(self) -> None:
         self.hotlists.refresh(force=True)
         self.ingest.start()
         self.retention.start()
-        logger.info("hub %s serving: ingest %s, hits on %s", self.config.hub.name, self.ingest.endpoint,
-                    self.publisher.endpoint)  # fmt: skip
+        if self.api is not None:
+            self.api.start()
+        logger.info("hub %s serving: ingest %s, hits on %s, API %s", self.config.hub.name, self.ingest.endpoint,
+                    self.publisher.endpoint, self.api.url if self.api else "off")  # fmt: skip
 
     def stop(self) -> None:
         self.stop_event.set()
+        if self.api is not None:
+            self.api.stop()
         self.ingest.stop()
         self.publisher.close()
         self.retention.join(5.0)
@@ -87,10 +125,17 @@ class HubService:
 class HubRetentionJob:
     """Reads, hits and images (RetentionJob), then hot lists: expired entries retired, old ones deleted."""
 
-    def __init__(self, reads: RetentionJob, sessions: sessionmaker[Session], hotlist_days: int | None) -> None:
+    def __init__(
+        self,
+        reads: RetentionJob,
+        sessions: sessionmaker[Session],
+        hotlist_days: int | None,
+        upkeep: Callable[[], dict[str, int]] | None = None,
+    ) -> None:
         self.reads = reads
         self.sessions = sessions
         self.hotlist_days = hotlist_days
+        self.upkeep = upkeep  # accounts and access-log retention (hub.access), on the same schedule
 
     def run(self, dry_run: bool = False) -> RetentionReport:
         report = self.reads.run(dry_run=dry_run)
@@ -99,6 +144,8 @@ class HubRetentionJob:
                 expired = expire_entries(session)
                 deleted = purge_expired_lists(session, default_days=self.hotlist_days)
             logger.info("hot-list retention: %d expired entries retired, %d entries deleted", expired, deleted)
+            if self.upkeep is not None:
+                self.upkeep()
         return report
 
 
