@@ -153,7 +153,9 @@ def load_hub_config(path: Path | None) -> HubConfig:
 
 
 def _resolve(base: Path, path: Path | None) -> Path | None:
-    return None if path is None or path.is_absolute() else base / path
+    if path is None or path.is_absolute():
+        return path
+    return base / path
 
 
 def _check_no_conflict(retention: RetentionSection, policy: PolicySettings) -> None:

@@ -20,6 +20,7 @@ class Permission(StrEnum):
     VIEW_READ = "view_read"
     VIEW_IMAGE = "view_image"
     EXPORT = "export"
+    CONFIRM_DESTROYED = "confirm_destroyed"
     REQUEST_SHARE = "request_share"
     HOLD = "hold"
     CORRECT_READ = "correct_read"
@@ -41,10 +42,11 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMINISTRATOR: frozenset({
         Permission.MANAGE_USERS, Permission.MANAGE_DEVICES, Permission.MANAGE_AGENCIES, Permission.DECIDE_SHARE,
         Permission.TRANSFER_SHARE, Permission.APPROVE_AUDIT, Permission.READ_ACCESS_LOG, Permission.HOLD,
+        Permission.CONFIRM_DESTROYED,
     }),
     Role.AUTHORIZED_USER: frozenset({
         Permission.SEARCH, Permission.VIEW_READ, Permission.VIEW_IMAGE, Permission.EXPORT, Permission.REQUEST_SHARE,
-        Permission.HOLD, Permission.CORRECT_READ, Permission.VIEW_HITS,
+        Permission.HOLD, Permission.CORRECT_READ, Permission.VIEW_HITS, Permission.CONFIRM_DESTROYED,
     }),
     Role.DISPATCHER: frozenset({Permission.VIEW_HITS, Permission.DISPOSE_HIT}),
     Role.HOTLIST_MANAGER: frozenset({Permission.MANAGE_HOTLISTS}),

@@ -290,8 +290,7 @@ class ComplianceService:
             record.destroyed_utc, record.destroyed_by = now, actor.username
             return Outcome(None)
 
-        self._gated(actor, Permission.EXPORT if not actor.is_console else Permission.MANAGE_USERS,
-                    "download.destroyed", {"download_id": download_id}, work)  # fmt: skip
+        self._gated(actor, Permission.CONFIRM_DESTROYED, "download.destroyed", {"download_id": download_id}, work)
 
     def overdue_downloads(self, actor: Actor) -> list[dict[str, Any]]:
         def work(session: Session, _d: Decision, now: datetime) -> Outcome:

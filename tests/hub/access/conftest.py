@@ -62,12 +62,21 @@ class World:
     device_key: str
     node_id: int
     console: Actor = field(default_factory=lambda: Actor.console("setup"))
+    people: dict[str, Person] = field(default_factory=dict)
 
     def url(self, path: str) -> str:
         return API_PREFIX + path
 
-    def person(self, username: str, roles: list[str], classification: str = "Detective", *,
-               trained: bool = True, approved: bool = True, org: str = "Example PD") -> Person:  # fmt: skip
+    def person(
+        self,
+        username: str,
+        roles: list[str],
+        classification: str = "Detective",
+        *,
+        trained: bool = True,
+        approved: bool = True,
+        org: str = "Example PD",
+    ) -> Person:
         self.service.create_user(self.console, username, f"Test {username}", org, classification, roles, PASSWORD)
         with self.database.sessions() as session:
             secret = session.execute(select(User.totp_secret).where(User.username == username)).scalar_one()
@@ -75,7 +84,8 @@ class World:
             self.service.record_training(self.console, username, self.clock.now - timedelta(days=1))
         if approved and trained and set(roles) & DATA_ROLES:  # approval is for access to ALPR information
             self.service.approve_user(self.console, username)
-        return Person(username, secret)
+        self.people[username] = Person(username, secret)
+        return self.people[username]
 
     def code(self, person: Person) -> str:
         return pyotp.TOTP(person.secret).at(self.clock.now)
@@ -101,15 +111,39 @@ class World:
 
         with self.database.sessions() as session:
             rows = session.execute(select(AccessLogEntry).order_by(AccessLogEntry.seq)).scalars()
-            return [{c: getattr(e, c) for c in ("seq", "username", "organization", "action", "outcome", "purpose",
-                                                 "purpose_kind", "query", "result_count", "client_address", "device",
-                                                 "detail", "logged_utc")} for e in rows]  # fmt: skip
+            return [
+                {
+                    c: getattr(e, c)
+                    for c in (
+                        "seq",
+                        "username",
+                        "organization",
+                        "action",
+                        "outcome",
+                        "purpose",
+                        "purpose_kind",
+                        "query",
+                        "result_count",
+                        "client_address",
+                        "device",
+                        "detail",
+                        "logged_utc",
+                    )
+                }
+                for e in rows
+            ]
 
 
 def make_world(database: Database, policy: PolicySettings | None = None) -> World:
     clock = Clock(NOW + timedelta(hours=1))
-    service = ComplianceService(database.sessions, policy or PolicySettings(), AccessLog(secrets.token_bytes(32)),
-                                ImageStore("db"), clock=clock, issuer="Example PD ALPR")  # fmt: skip
+    service = ComplianceService(
+        database.sessions,
+        policy or PolicySettings(),
+        AccessLog(secrets.token_bytes(32)),
+        ImageStore("db"),
+        clock=clock,
+        issuer="Example PD ALPR",
+    )
     with database.sessions.begin() as session:
         node = Node(name="car-12", curve_public_key="b" * 40, enrolled_utc=NOW)
         session.add(node)

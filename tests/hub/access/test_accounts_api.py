@@ -45,8 +45,12 @@ def test_login_needs_password_and_a_fresh_totp_code(world: World) -> None:
     assert replay.status_code == 401
     assert replay.json() == {"detail": "log-in refused"}  # the client is not told which part failed
     reasons = denied_details(world, "login")
-    assert reasons == ["wrong password or one-time code", "wrong password or one-time code", "unknown user",
-                       "wrong password or one-time code"]  # fmt: skip
+    assert reasons == [
+        "wrong password or one-time code",
+        "wrong password or one-time code",
+        "unknown user",
+        "wrong password or one-time code",
+    ]
     assert [e["outcome"] for e in world.log_entries() if e["action"] == "login"].count("allowed") == 1
 
 
@@ -113,7 +117,7 @@ def test_no_access_before_training_or_approval(world: World) -> None:
     response = world.client.post(world.url("/search"), json=SEARCH, headers=headers)
     assert response.status_code == 403
     assert "no training recorded" in response.json()["detail"]
-    with pytest.raises(AccountError, match='no current training'):  # approval needs current training first
+    with pytest.raises(AccountError, match="no current training"):  # approval needs current training first
         world.service.approve_user(world.console, "frank")
     world.service.record_training(world.console, "frank", world.clock.now - timedelta(days=2))
     response = world.client.post(world.url("/search"), json=SEARCH, headers=headers)
@@ -123,8 +127,7 @@ def test_no_access_before_training_or_approval(world: World) -> None:
 
 
 def test_training_expires_and_approval_lapses(database: Database) -> None:
-    world = make_world(database, PolicySettings(access=AccessSection(training_valid_days=90,
-                                                                      approval_review_days=200)))  # fmt: skip
+    world = make_world(database, PolicySettings(access=AccessSection(training_valid_days=90, approval_review_days=200)))
     gina = world.person("gina", ["authorized_user"])
     world.clock.advance(days=91)
     headers = world.login(gina)
@@ -203,17 +206,33 @@ def test_roles_are_kept_apart(world: World) -> None:
     assert world.client.get(world.url("/access-log"), params=period, headers=auditor).status_code == 200
     assert world.client.get(world.url("/access-log"), params=period, headers=dispatcher).status_code == 403
     # An auditor cannot also hold a role that sees plates.
-    response = world.client.post(world.url("/users"), headers=admin, json={
-        "username": "mixed", "full_name": "M", "organization": "Example PD", "classification": "Detective",
-        "roles": ["auditor", "authorized_user"]})  # fmt: skip
+    response = world.client.post(
+        world.url("/users"),
+        headers=admin,
+        json={
+            "username": "mixed",
+            "full_name": "M",
+            "organization": "Example PD",
+            "classification": "Detective",
+            "roles": ["auditor", "authorized_user"],
+        },
+    )
     assert response.status_code == 400 and "kept apart" in response.json()["detail"]
 
 
 def test_administrator_manages_accounts_over_the_api(world: World) -> None:
     admin = world.login(world.person(ADMIN, ["administrator"], "Lieutenant"))
-    created = world.client.post(world.url("/users"), headers=admin, json={
-        "username": "lee", "full_name": "Lee Test", "organization": "Example PD", "classification": "Crime Analyst",
-        "roles": ["authorized_user"]})  # fmt: skip
+    created = world.client.post(
+        world.url("/users"),
+        headers=admin,
+        json={
+            "username": "lee",
+            "full_name": "Lee Test",
+            "organization": "Example PD",
+            "classification": "Crime Analyst",
+            "roles": ["authorized_user"],
+        },
+    )
     assert created.status_code == 201
     assert created.json()["totp_uri"].startswith("otpauth://totp/")
     assert len(created.json()["initial_password"]) >= 12
@@ -249,11 +268,13 @@ def test_password_change_needs_the_current_password_and_a_strong_new_one(world: 
     url = world.url("/me/password")
     weak = world.client.post(url, json={"old_password": nia.password, "new_password": "short"}, headers=headers)
     assert weak.status_code == 403
-    wrong = world.client.post(url, json={"old_password": "nope-nope-nope1", "new_password": "a-much-better-pass-77"},
-                              headers=headers)  # fmt: skip
+    wrong = world.client.post(
+        url, json={"old_password": "nope-nope-nope1", "new_password": "a-much-better-pass-77"}, headers=headers
+    )
     assert wrong.status_code == 403
-    ok = world.client.post(url, json={"old_password": nia.password, "new_password": "a-much-better-pass-77"},
-                           headers=headers)  # fmt: skip
+    ok = world.client.post(
+        url, json={"old_password": nia.password, "new_password": "a-much-better-pass-77"}, headers=headers
+    )
     assert ok.status_code == 204
     nia.password = "a-much-better-pass-77"
     assert world.login(nia)
