@@ -620,12 +620,33 @@ class ComplianceService:
             pruned = self.log.prune(session, now - timedelta(days=self.policy.retention.access_log_days))
             result = session.execute(delete(AuditReport).where(AuditReport.retain_until_utc < now))
             reports = int(getattr(result, "rowcount", 0) or 0)
-            if pruned or reports:
-                self._append(session, system, "retention", "allowed", None, {}, None,
-                             f"{pruned} access-log entries, {reports} audit reports past retention", now)  # fmt: skip
+            shared = self._prune_share_records(session, now)
+            if pruned or reports or shared:
+                detail = f"past retention: {pruned} log entries, {reports} audit reports, {shared} share records"
+                self._append(session, system, "retention", "allowed", None, {}, None, detail, now)
         if suspended:
             logger.info("suspended %d inactive accounts", len(suspended))
-        return {"suspended": len(suspended), "log_entries_pruned": pruned, "audit_reports_deleted": reports}
+        return {
+            "suspended": len(suspended),
+            "log_entries_pruned": pruned,
+            "audit_reports_deleted": reports,
+            "share_records_deleted": shared,
+        }
+
+    def _prune_share_records(self, session: Session, now: datetime) -> int:
+        """Records of transfers (429.7) and destroyed downloads, once past their retention period."""
+        cutoff = now - timedelta(days=self.policy.retention.share_records_days)
+        closed = ShareRequest.status.in_(("refused", "transferred"))
+        old_shares = select(ShareRequest.id).where(closed, ShareRequest.requested_utc < cutoff)
+        downloads = session.execute(delete(DownloadRecord).where(
+            DownloadRecord.destroyed_utc.is_not(None), DownloadRecord.created_utc < cutoff,
+            DownloadRecord.share_request_id.is_(None) | DownloadRecord.share_request_id.in_(old_shares),
+        ))  # fmt: skip
+        still_referenced = select(DownloadRecord.share_request_id).where(DownloadRecord.share_request_id.is_not(None))
+        shares = session.execute(delete(ShareRequest).where(
+            closed, ShareRequest.requested_utc < cutoff, ShareRequest.id.not_in(still_referenced)
+        ))  # fmt: skip
+        return int(getattr(downloads, "rowcount", 0) or 0) + int(getattr(shares, "rowcount", 0) or 0)
 
     # --- helpers --------------------------------------------------------------------------------
 
