@@ -536,8 +536,16 @@ class ComplianceService:
     # --- the access log and audits --------------------------------------------------------------
 
     def verify_log(self) -> VerifyResult:
+        """The chain recomputed, and checked against the chain heads that stored audit reports saw."""
         with self.sessions() as session:
-            return self.log.verify(session)
+            result = self.log.verify(session)
+            problems = list(result.problems)
+            seen = session.execute(select(AuditReport.id, AuditReport.chain_head_seq, AuditReport.chain_head_hash))
+            for report_id, seq, expected in seen:
+                entry = session.get(AccessLogEntry, seq)
+                if entry is not None and entry.entry_hash != expected:
+                    problems.append(f"entry {seq}: differs from what audit report {report_id} saw (chain rewritten)")
+        return VerifyResult(result.entries_checked, result.head_seq, tuple(problems))
 
     def access_log(self, actor: Actor, start: datetime, end: datetime, limit: int = 200) -> list[dict[str, Any]]:
         def work(session: Session, _d: Decision, _now: datetime) -> Outcome:

@@ -9,10 +9,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from hub.access.auditlog import AccessLog, LogEvent
 from hub.access.gate import Actor
+from hub.access.models import AccessLogChain, AccessLogEntry
 from hub.access.service import AccessDenied
 from hub.cli import main as hub_main
 from hub.db import make_engine, session_factory
@@ -80,6 +81,26 @@ def test_without_the_key_the_chain_cannot_be_rebuilt(world: World) -> None:
     entries = world.service.verify_log().entries_checked
     with world.database.sessions() as session:  # recomputing with a guessed key fails everywhere
         assert len(AccessLog(b"k" * 32).verify(session).problems) >= entries
+
+
+def test_a_chain_rebuilt_with_the_key_still_differs_from_what_an_audit_saw(world: World) -> None:
+    people = activity(world)
+    seen = world.client.post(world.url("/audit/reports"), json=PERIOD, headers=people["auditor"]).json()
+    head = seen["chain_head_seq"]
+    # Someone with the database and the key edits an entry and recomputes every hash after it.
+    log = world.service.log
+    with world.database.sessions.begin() as session:
+        entries = session.execute(select(AccessLogEntry).order_by(AccessLogEntry.seq)).scalars().all()
+        entries[2].purpose = "suspect Nobody"
+        prev = entries[1].entry_hash
+        for entry in entries[2:]:
+            entry.prev_hash, entry.entry_hash = prev, log._hash(prev, entry)
+            prev = entry.entry_hash
+        chain = session.get(AccessLogChain, 1)
+        assert chain is not None
+        chain.head_hash = prev
+    problems = world.service.verify_log().problems
+    assert problems == (f"entry {head}: differs from what audit report {seen['id']} saw (chain rewritten)",)
 
 
 def test_concurrent_appends_keep_one_unbroken_chain(world: World) -> None:
