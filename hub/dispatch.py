@@ -81,9 +81,9 @@ class MalformedAlertError(DispatchError, ValueError):
 # --- the alert ----------------------------------------------------------------------------------
 
 
-def crop_url_for(base_url: str, read_id: str) -> str:
-    """Where a dispatcher sees the read's plate crop: ``<base_url>/reads/<read_id>/crop``."""
-    return f"{base_url.rstrip('/')}/reads/{urllib.parse.quote(read_id, safe='')}/crop"
+def crop_url_for(base_url: str, hit_id: int) -> str:
+    """Where a dispatcher sees the hit's plate crop in the hub's API: ``<base_url>/api/v1/hits/<hit_id>/crop``."""
+    return f"{base_url.rstrip('/')}/api/v1/hits/{urllib.parse.quote(str(hit_id), safe='')}/crop"
 
 
 def _iso(value: datetime) -> str:
@@ -120,9 +120,9 @@ class HitAlert:
 
     @classmethod
     def from_fields(cls, *, base_url: str = "", **fields: Any) -> HitAlert:
-        """An alert from keyword fields; ``crop_url`` defaults to :func:`crop_url_for` ``(base_url, read_id)``."""
+        """An alert from keyword fields; ``crop_url`` defaults to :func:`crop_url_for` ``(base_url, hit_id)``."""
         if "crop_url" not in fields:
-            fields["crop_url"] = crop_url_for(base_url, str(fields.get("read_id", "")))
+            fields["crop_url"] = crop_url_for(base_url, int(fields.get("hit_id", 0)))
         return cls(**fields)
 
     def topic(self) -> bytes:

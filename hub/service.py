@@ -113,7 +113,7 @@ class HubService:
         with self.sessions.begin() as session:
             events = self.hotlists.match_and_record(session, records, received, node.name)
         for event in events:
-            self.publisher.publish(hit_alert(event))
+            self.publisher.publish(hit_alert(event, self.api.url if self.api else ""))
             logger.info("hit %d: list=%s plate=%s node=%s", event.hit_id, event.list_name,
                         mask_plate(event.plate_read), event.node_name)  # fmt: skip
 

@@ -3,12 +3,15 @@
     python scripts/demo.py
 
 Everything runs on localhost and lives under ./var/demo (wiped at the start). Prints each read the
-node makes and one line starting with ``HIT `` per hot-list hit, then shuts down cleanly; the exit
-status is 0 when the node's reads all reached the hub and at least one hit was raised.
+node makes and one line starting with ``HIT `` per hot-list hit; then an investigator (trained,
+approved, on a registered device) logs in to the hub's API with a TOTP code and searches the first
+hit's plate for a case number, and the access log is verified. Shuts down cleanly; the exit status
+is 0 when the node's reads all reached the hub, at least one hit was raised and the search worked.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -18,10 +21,13 @@ import sys
 import threading
 import time
 import tomllib
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+import pyotp  # noqa: E402
 
 from edge import wire  # noqa: E402
 from edge.config import EdgeConfig  # noqa: E402
@@ -33,11 +39,45 @@ VAR = ROOT / "var" / "demo"
 HUB_CONFIG = DEMO / "hub.toml"
 NODE = "demo-cam-1"
 BIN = Path(sys.executable).parent
+API = "http://127.0.0.1:18443/api/v1"
+CASE = "26-000123"
 
 
-def hub(*args: str) -> None:
-    subprocess.run([str(BIN / "alpr-hub"), "--config", str(HUB_CONFIG), "--log-level", "WARNING", *args],
-                   check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+def hub(*args: str) -> str:
+    done = subprocess.run([str(BIN / "alpr-hub"), "--config", str(HUB_CONFIG), "--log-level", "WARNING", *args],
+                          check=True, capture_output=True, text=True)  # fmt: skip
+    return done.stdout
+
+
+def enrol_investigator() -> dict[str, str]:
+    """An investigator account (trained, approved) and a registered device, as the administrator makes them."""
+    created = hub("users", "create", "demo-investigator", "--full-name", "Demo Investigator", "--org", "Demo PD",
+                  "--classification", "Detective", "--roles", "authorized_user", "--by", "demo-admin")  # fmt: skip
+    password = created.split("initial password: ")[1].split()[0]
+    secret = created.split("secret=")[1].split("&")[0]
+    hub("users", "train", "demo-investigator", "--date", time.strftime("%Y-%m-%d", time.gmtime()), "--by", "demo-admin")
+    hub("users", "approve", "demo-investigator", "--by", "demo-admin")
+    device_key = hub("devices", "register", "demo-laptop", "--by", "demo-admin").split()[-1]
+    return {"password": password, "secret": secret, "device_key": device_key}
+
+
+def post(path: str, body: dict[str, object], headers: dict[str, str]) -> dict[str, object]:
+    request = urllib.request.Request(f"{API}{path}", data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **headers})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=10) as response:
+        result: dict[str, object] = json.loads(response.read())
+        return result
+
+
+def investigate(account: dict[str, str], plate: str) -> bool:
+    """Log in (password + TOTP, registered device) and search one plate for a case: the API's main path."""
+    headers = {"X-Device-Key": account["device_key"]}
+    login = post("/auth/login", {"username": "demo-investigator", "password": account["password"],
+                                 "totp": pyotp.TOTP(account["secret"]).now()}, headers)  # fmt: skip
+    headers["Authorization"] = f"Bearer {login['token']}"
+    found = post("/search", {"purpose": CASE, "query": {"plate": plate}}, headers)
+    print(f"SEARCH plate={plate} purpose={CASE} by demo-investigator: {found['total']} reads (access logged)")
+    return int(str(found["total"])) > 0
 
 
 def edge_config() -> EdgeConfig:
@@ -72,7 +112,9 @@ def main() -> int:
     hub("nodes", "enroll", NODE, "--out", str(VAR / "enrolments"))
     hub("hotlist", "import", str(DEMO / "stolen-vehicles.csv"), "--list", "stolen-vehicles", "--format", "csv",
         "--mapping", str(DEMO / "stolen-vehicles.mapping.toml"), "--by", "demo-admin")  # fmt: skip
-    print("hub: keys, database, node demo-cam-1 and hot list stolen-vehicles ready under var/demo", flush=True)
+    account = enrol_investigator()
+    print("hub: keys, database, node demo-cam-1, hot list stolen-vehicles and user demo-investigator ready under "
+          "var/demo", flush=True)  # fmt: skip
 
     server = subprocess.Popen(
         [str(BIN / "alpr-hub"), "--config", str(HUB_CONFIG), "--log-level", "WARNING", "serve"],
@@ -80,11 +122,13 @@ def main() -> int:
     )
     stop_console = threading.Event()
     hits = 0
+    hit_plates: list[str] = []
 
     class CountingOut:
         def write(self, text: str) -> int:
             nonlocal hits
             hits += text.count("HIT ")
+            hit_plates.extend(line.split()[1] for line in text.splitlines() if line.startswith("HIT "))
             sys.stdout.write(text)
             sys.stdout.flush()
             return len(text)
@@ -103,6 +147,8 @@ def main() -> int:
         while node.spool.stats().depth and time.monotonic() < deadline:
             time.sleep(0.1)
         delivered = node.spool.stats().depth == 0
+        time.sleep(1.0)  # let the hits reach the console
+        searched = bool(hit_plates) and investigate(account, hit_plates[0])
     finally:
         node.stop()
         time.sleep(1.0)  # let the last hits reach the console
@@ -111,9 +157,10 @@ def main() -> int:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(15)
     logging.getLogger("demo").info("uplink %s", node.uplink.stats)
+    print(hub("audit", "verify").strip())
     print(f"demo: {node.counters.reads_emitted} reads, all delivered: {delivered}, {hits} hits; hub exited "
           f"with {server.returncode}")  # fmt: skip
-    return 0 if delivered and hits and server.returncode == 0 else 1
+    return 0 if delivered and hits and searched and server.returncode == 0 else 1
 
 
 if __name__ == "__main__":

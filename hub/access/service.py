@@ -254,6 +254,20 @@ class ComplianceService:
 
         return self._gated(actor, Permission.VIEW_HITS, "hits.view", {"disposition": "open"}, work)  # type: ignore[no-any-return]
 
+    def hit_crop(self, actor: Actor, hit_id: int) -> bytes:
+        """The plate crop of a hit, for the dispatcher who must verify plate and state before acting."""
+
+        def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
+            row = session.execute(
+                select(Read).join(Hit, Hit.read_id == Read.read_id).where(Hit.id == hit_id)
+            ).scalar_one_or_none()
+            if row is None or row.crop_sha256 is None:
+                raise NotFound("no crop for that hit")
+            return Outcome(self.images.get(session, row.crop_sha256), result_count=1,
+                           query={"hit_id": hit_id, "read_id": row.read_id, "plate": row.plate})  # fmt: skip
+
+        return self._gated(actor, Permission.VIEW_HITS, "hit.crop", {"hit_id": hit_id}, work)  # type: ignore[no-any-return]
+
     def dispose_hit(self, actor: Actor, hit_id: int, disposition: Disposition, notes: str | None) -> None:
         def work(session: Session, _d: Decision, now: datetime) -> Outcome:
             set_disposition(session, hit_id, disposition, actor.username, notes, now)

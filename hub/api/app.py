@@ -244,6 +244,10 @@ def create_app(service: ComplianceService) -> FastAPI:
     def hits(who: Who, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
         return service.open_hits(who, limit)
 
+    @api.get("/hits/{hit_id}/crop")
+    def hit_crop(hit_id: int, who: Who) -> Response:
+        return Response(service.hit_crop(who, hit_id), media_type="image/jpeg")
+
     @api.post("/hits/{hit_id}/disposition", status_code=204)
     def dispose(hit_id: int, body: DispositionBody, who: Who) -> None:
         service.dispose_hit(who, hit_id, body.disposition, body.notes)

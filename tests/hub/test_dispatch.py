@@ -113,8 +113,8 @@ def receive(sub: zmq.Socket[bytes], timeout_ms: int = 2000) -> list[bytes] | Non
 def test_alert_topic_json_round_trip_and_crop_url() -> None:
     alert = make_alert()
     assert alert.topic() == b"hit.p0.stolen-vehicles"
-    assert alert.crop_url == f"http://hub.example:8080/reads/{alert.read_id}/crop"
-    assert crop_url_for("https://hub/", "r1") == "https://hub/reads/r1/crop"
+    assert alert.crop_url == f"http://hub.example:8080/api/v1/hits/{alert.hit_id}/crop"
+    assert crop_url_for("https://hub/", 17) == "https://hub/api/v1/hits/17/crop"
     data = json.loads(alert.to_json())
     assert data["plate_read"] == "7ABC123" and data["seen_utc"] == "2026-11-28T18:00:00Z"
     assert HitAlert.from_json(alert.to_json()) == alert
@@ -276,7 +276,7 @@ def test_console_formats_the_hit_line_and_rings_for_high_priority_only() -> None
     assert line == (
         "HIT 7ABC123 list=stolen-vehicles priority=0 match=exact node=car-12 camera=front"
         " at=2026-11-28T18:00:00Z place=32.71570,-117.16110"
-        f" crop=http://hub.example:8080/reads/{alert.read_id}/crop reason=stolen vehicle\a"
+        f" crop=http://hub.example:8080/api/v1/hits/{alert.hit_id}/crop reason=stolen vehicle\a"
     )
     quiet = make_alert(priority=5, plate_read="7A8C123", match_type="lookalike", latitude=None, longitude=None)
     line = console.handle([quiet.topic(), quiet.to_json()])
