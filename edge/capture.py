@@ -132,6 +132,10 @@ class FrameSource(Protocol):
     name: str
     """Human-readable and safe to log (no passwords)."""
 
+    on_demand: bool
+    """True for sources that make a frame whenever asked (an image folder): the worker then waits for
+    the pacer before reading, instead of decoding every image only to drop most of them."""
+
     def open(self) -> None:
         """Connect; raise :class:`CaptureError` with a clear message when that is not possible."""
         ...
@@ -188,6 +192,8 @@ class OpenCvSource:
     ``api`` is one of "auto", "ffmpeg", "gstreamer", "v4l2". ``size`` (width, height) is requested from
     devices only; streams and files come at the size they are.
     """
+
+    on_demand = False
 
     def __init__(
         self,
@@ -304,6 +310,8 @@ class DirectorySource:
     passes unless it has changed. The folder is listed again at every pass, so new files join in.
     """
 
+    on_demand = True
+
     def __init__(self, path: Path, loop: bool = False) -> None:
         self.path = Path(path)
         self.loop = loop
@@ -382,6 +390,8 @@ class Picamera2Source:
 
     picamera2 is imported in :meth:`open`, so the rest of the node runs on machines without it.
     """
+
+    on_demand = False
 
     def __init__(self, size: tuple[int, int] = (1280, 720), camera_num: int = 0) -> None:
         self.size = size
@@ -499,6 +509,10 @@ class FramePacer:
     def __init__(self, target_fps: float) -> None:
         self.interval_s = 1.0 / target_fps if target_fps > 0 else 0.0
         self._next_due: float | None = None
+
+    def wait_s(self, now: float) -> float:
+        """How long until a frame would be kept (0 when one would be now)."""
+        return 0.0 if self._next_due is None else max(0.0, self._next_due - now)
 
     def due(self, now: float) -> bool:
         if self.interval_s == 0.0:
@@ -780,6 +794,8 @@ class CameraWorker:
         failures = 0
         last_good = time.monotonic()
         while not self._stop.is_set():
+            if getattr(self.source, "on_demand", False) and self._stop.wait(self._pacer.wait_s(time.monotonic())):
+                break
             error: str | None = None
             try:
                 image = self.source.read()

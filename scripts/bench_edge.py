@@ -99,6 +99,8 @@ def make_clip(path: Path, frames: int) -> None:
 class Lockstep:
     """Reads the next frame only once the node has taken the previous one: no drops, pipeline-paced."""
 
+    on_demand = False
+
     def __init__(self, source: FrameSource) -> None:
         self.source = source
         self.name = source.name

@@ -270,6 +270,19 @@ def test_directory_skips_corrupt_and_empty_files(tmp_path: Path) -> None:
     assert looping.read_errors == 2 and worker.stats().read_errors == 2
 
 
+def test_a_paced_folder_is_read_on_demand_not_decoded_and_dropped(tmp_path: Path) -> None:
+    folder = tmp_path / "paced"
+    folder.mkdir()
+    for i in range(3):
+        write_png(folder / f"{i:02d}.png", noise_image(i))
+    worker = CameraWorker(config(target_fps=4.0), DirectorySource(folder, loop=True))
+    with running(worker):
+        assert wait_for(lambda: worker.stats().frames_delivered >= 3, 5)
+    stats = worker.stats()
+    # Each image decoded is a frame delivered: none is read only to be thrown away by the pacer.
+    assert stats.frames_captured - stats.frames_delivered <= 1
+
+
 def test_directory_that_appears_later_starts_flowing(tmp_path: Path) -> None:
     folder = tmp_path / "later"
     worker = CameraWorker(config(), make_source(f"dir:{folder}"))
@@ -307,6 +320,8 @@ def test_missing_camera_is_retried_not_fatal(tmp_path: Path, uri: str) -> None:
 
 class FlakySource:
     """Gives ``good`` frames after each open, then only None (or exceptions) until reopened."""
+
+    on_demand = False
 
     def __init__(self, good: int, fail_with: Exception | None = None) -> None:
         self.name = "flaky"
@@ -348,6 +363,8 @@ def test_source_failing_repeatedly_is_closed_and_reopened(fail_with: Exception |
 
 class BlockingSource:
     """A camera whose read() hangs, like a stalled network stream."""
+
+    on_demand = False
 
     def __init__(self) -> None:
         self.name = "blocking"

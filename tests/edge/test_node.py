@@ -104,6 +104,8 @@ class Lockstep:
     ``queue`` is the node's queue for the camera, set once the node exists.
     """
 
+    on_demand = False
+
     def __init__(self, source: FrameSource) -> None:
         self.source = source
         self.name = source.name
@@ -433,7 +435,10 @@ def test_corrupt_frames_are_counted_logged_and_skipped(
     (folder / "f033b.jpg").write_bytes(good[5].read_bytes()[:3000])  # truncated mid-transfer
     (folder / "f036b.jpg").write_bytes(b"")  # 0 bytes: an FTP upload that never happened
     source = DirectorySource(folder)
-    config = make_config(hub, tmp_path / "edge", {"uri": f"dir:{folder}", "target_fps": 0})
+    # A long lost_after_s: on a loaded machine a frame can take longer than the default test's 0.5 s,
+    # which would end the pass early and read the same car twice; this test is about the bad files.
+    config = make_config(hub, tmp_path / "edge", {"uri": f"dir:{folder}", "target_fps": 0},
+                         tracker={"lost_after_s": 10.0, "min_observations": 2})  # fmt: skip
     collected = Collected()
     node = lockstep_node(config, source, on_read=collected)
     with started(node):
