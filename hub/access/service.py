@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.recognition.formats import normalize_plate
@@ -38,6 +38,7 @@ from hub.access.roles import Permission, permissions
 from hub.access.search import SearchQuery, read_detail, read_summary, search_reads
 from hub.dispatch import Disposition, set_disposition
 from hub.models import Hit, Image, Node, Read, ReadCandidateText
+from hub.nodes import list_nodes
 from hub.retention import create_hold, release_hold
 from hub.storage import ImageStore
 
@@ -453,6 +454,17 @@ class ComplianceService:
 
         return self._gated(actor, Permission.MANAGE_DEVICES, "device.list", {}, work)  # type: ignore[no-any-return]
 
+    def list_nodes(self, actor: Actor) -> list[dict[str, Any]]:
+        """Edge nodes with last contact and health, for node operators (no reads in it)."""
+
+        def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
+            rows = [{"name": n.name, "enrolled_utc": n.enrolled_utc.isoformat(), "revoked": n.revoked_utc is not None,
+                     "last_seen_utc": n.last_seen_utc.isoformat() if n.last_seen_utc else None,
+                     "health": n.last_health} for n in list_nodes(session)]  # fmt: skip
+            return Outcome(rows, result_count=len(rows))
+
+        return self._gated(actor, Permission.MANAGE_NODES, "node.list", {}, work)  # type: ignore[no-any-return]
+
     # --- sharing (Civ. Code 1798.90.55(b)) ------------------------------------------------------
 
     def add_agency(self, actor: Actor, name: str, kind: str, contact: str) -> int:
@@ -628,6 +640,37 @@ class ComplianceService:
                 "approval_note": report.approval_note, "sha256": report.sha256,
                 "chain_head_seq": report.chain_head_seq, "retain_until_utc": report.retain_until_utc.isoformat(),
                 "report": report.content}  # fmt: skip
+
+    # --- public transparency --------------------------------------------------------------------
+
+    def transparency(self, days: int = 30) -> dict[str, Any]:
+        """Aggregate figures an agency publishes about its ALPR use; no plate, person or place in them."""
+        now = self.clock()
+        since = now - timedelta(days=days)
+        with self.sessions() as session:
+            def count(statement: Any) -> int:
+                return int(session.execute(statement).scalar_one())
+
+            searches = select(func.count()).select_from(AccessLogEntry).where(
+                AccessLogEntry.action == "search", AccessLogEntry.outcome == "allowed",
+                AccessLogEntry.logged_utc >= since)  # fmt: skip
+            shared_with = session.execute(
+                select(Agency.name).join(ShareRequest, ShareRequest.agency_id == Agency.id)
+                .where(ShareRequest.status == "transferred").distinct().order_by(Agency.name)
+            ).scalars().all()  # fmt: skip
+            return {
+                "agency": self.policy.agency.name,
+                "period_days": days,
+                "as_of_utc": now.isoformat(),
+                "cameras_enrolled": count(select(func.count()).select_from(Node).where(Node.revoked_utc.is_(None))),
+                "reads": count(select(func.count()).select_from(Read).where(Read.received_utc >= since)),
+                "hits": count(select(func.count()).select_from(Hit).where(Hit.created_utc >= since)),
+                "searches": count(searches),
+                "authorized_users": len(accounts.authorized_users(session, now, self.policy)),
+                "retention_days": {"reads": self.policy.retention.reads_days,
+                                   "hot_lists": self.policy.retention.hotlist_days},  # fmt: skip
+                "agencies_shared_with": list(shared_with),
+            }
 
     # --- scheduled upkeep -----------------------------------------------------------------------
 

@@ -184,6 +184,11 @@ def create_app(service: ComplianceService) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    @api.get("/transparency")
+    def transparency() -> dict[str, Any]:
+        """Public: counts of cameras, reads, hits and searches, retention, agencies shared with (no ALPR data)."""
+        return service.transparency()
+
     # --- log-in ---------------------------------------------------------------------------------
 
     @api.post("/auth/login")
@@ -303,6 +308,10 @@ def create_app(service: ComplianceService) -> FastAPI:
     @api.delete("/devices/{name}", status_code=204)
     def revoke_device(name: str, who: Who) -> None:
         service.revoke_device(who, name)
+
+    @api.get("/nodes")
+    def nodes(who: Who) -> list[dict[str, Any]]:
+        return service.list_nodes(who)
 
     @api.post("/agencies", status_code=201)
     def add_agency(body: AgencyBody, who: Who) -> dict[str, int]:

@@ -202,6 +202,11 @@ def test_roles_are_kept_apart(world: World) -> None:
     assert world.client.get(world.url("/hits"), headers=auditor).status_code == 403
     assert world.client.get(world.url("/users"), headers=admin).status_code == 200
     assert world.client.get(world.url("/users"), headers=dispatcher).status_code == 403
+    operator = world.login(world.person("nico", ["node_operator"], "Technician"))
+    nodes = world.client.get(world.url("/nodes"), headers=operator)
+    assert nodes.status_code == 200 and [n["name"] for n in nodes.json()] == ["car-12"]
+    assert world.client.get(world.url("/nodes"), headers=admin).status_code == 403
+    assert world.client.post(world.url("/search"), json=SEARCH, headers=operator).status_code == 403
     period = {"from_utc": "2026-01-01T00:00:00Z", "to_utc": "2027-01-01T00:00:00Z"}
     assert world.client.get(world.url("/access-log"), params=period, headers=auditor).status_code == 200
     assert world.client.get(world.url("/access-log"), params=period, headers=dispatcher).status_code == 403

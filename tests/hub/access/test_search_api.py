@@ -258,3 +258,17 @@ def test_evidence_holds_need_a_purpose_and_are_logged(world: World, searcher: di
     assert release.status_code == 204
     actions = [(e["action"], e["outcome"]) for e in world.log_entries() if e["action"].startswith("hold")]
     assert actions == [("hold.create", "allowed"), ("hold.create", "denied"), ("hold.release", "allowed")]
+
+
+def test_the_public_transparency_figures_count_without_revealing(world: World, searcher: dict[str, str]) -> None:
+    seed(world)
+    found(world, searcher, {"plate": "7ABC123"})
+    world.client.post(
+        world.url("/search"), json={"purpose": "investigation", "query": {"plate": "7ABC123"}}, headers=searcher
+    )
+    public = world.client.get(world.url("/transparency"))  # no log-in: published figures
+    assert public.status_code == 200
+    figures = public.json()
+    assert (figures["cameras_enrolled"], figures["reads"], figures["searches"]) == (1, 5, 1)
+    assert figures["authorized_users"] == 1 and figures["retention_days"]["reads"] == 60
+    assert not any(plate in public.text for plate in ("7ABC123", "7A8C123", "7ABD999", "5XYZ789"))
