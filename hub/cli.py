@@ -6,8 +6,8 @@
     alpr-hub hotlist add PLATE --list NAME --by U --reason R [...] | hotlist list
     alpr-hub dispatch [--connect ENDPOINT]
     alpr-hub retention run [--dry-run]
-    alpr-hub holds create READ_ID --case C --by U --reason R | holds release HOLD_ID --by U --reason R
-    alpr-hub hits open | hits dispose HIT_ID --as confirmed|misread|not_actionable --by U [--notes N]
+    alpr-hub holds create READ_ID --case C --by U --reason R | holds release HOLD_ID --case C --by U --reason R
+    alpr-hub hits open --by U | hits dispose HIT_ID --as confirmed|misread|not_actionable --by U [--notes N]
     alpr-hub users | devices | agencies | shares | audit ...   (hub/admin_cli.py: SB 34 administration)
 
 Every command takes ``--config hub.toml`` (defaults apply without one).
@@ -22,14 +22,14 @@ import sys
 import threading
 import tomllib
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from hub.access.service import AccessDenied
+from hub.access.gate import Actor
+from hub.access.service import AccessDenied, ComplianceService
 from hub.config import HubConfig, HubConfigError, load_hub_config
 
 logger = logging.getLogger("alpr-hub")
@@ -206,39 +206,32 @@ def retention_run_command(args: argparse.Namespace, config: HubConfig) -> int:
     return 0
 
 
-def holds_create_command(args: argparse.Namespace, config: HubConfig) -> int:
-    from hub.retention import create_hold
+def _compliance(config: HubConfig) -> ComplianceService:
+    from hub.service import compliance_service
 
-    with _sessions(config).begin() as session:
-        hold = create_hold(session, args.read_id, args.case, args.by, args.reason)
-        session.flush()
-        print(f"hold {hold.id} on read {args.read_id} for case {args.case}")
+    return compliance_service(config, _sessions(config))
+
+
+def holds_create_command(args: argparse.Namespace, config: HubConfig) -> int:
+    hold_id = _compliance(config).hold(Actor.console(args.by), args.read_id, args.case, args.reason, args.case)
+    print(f"hold {hold_id} on read {args.read_id} for case {args.case}")
     return 0
 
 
 def holds_release_command(args: argparse.Namespace, config: HubConfig) -> int:
-    from hub.retention import release_hold
-
-    with _sessions(config).begin() as session:
-        release_hold(session, args.hold_id, args.by, args.reason)
+    _compliance(config).release(Actor.console(args.by), args.hold_id, args.reason, args.case)
     print(f"hold {args.hold_id} released")
     return 0
 
 
 def hits_open_command(args: argparse.Namespace, config: HubConfig) -> int:
-    from hub.dispatch import open_hits
-
-    with _sessions(config)() as session:
-        for hit in open_hits(session, args.limit):
-            print(f"{hit.id}\t{hit.created_utc:%Y-%m-%dT%H:%M:%SZ}\t{hit.matched_text}\t{hit.match_type}")
+    for hit in _compliance(config).open_hits(Actor.console(args.by), args.limit):
+        print(f"{hit['hit_id']}\t{hit['created_utc']}\t{hit['matched_text']}\t{hit['match_type']}")
     return 0
 
 
 def hits_dispose_command(args: argparse.Namespace, config: HubConfig) -> int:
-    from hub.dispatch import set_disposition
-
-    with _sessions(config).begin() as session:
-        set_disposition(session, args.hit_id, args.disposition, args.by, args.notes, datetime.now(UTC))
+    _compliance(config).dispose_hit(Actor.console(args.by), args.hit_id, args.disposition, args.notes)
     print(f"hit {args.hit_id}: {args.disposition}")
     return 0
 
@@ -307,11 +300,14 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--reason", required=True)
     release = command("release", holds_release_command, "release a hold", holds)
     release.add_argument("hold_id", type=int)
+    release.add_argument("--case", required=True, help="the case the hold was for (the purpose, logged)")
     release.add_argument("--by", required=True)
     release.add_argument("--reason", required=True)
 
     hits = command("hits", hits_open_command, "hot-list hits").add_subparsers(dest="hits_command", required=True)
-    command("open", hits_open_command, "hits without a disposition", hits).add_argument("--limit", type=int, default=50)
+    hits_open = command("open", hits_open_command, "hits without a disposition (logged)", hits)
+    hits_open.add_argument("--limit", type=int, default=50)
+    hits_open.add_argument("--by", required=True, help="who is looking (recorded in the access log)")
     dispose = command("dispose", hits_dispose_command, "record what a hit turned out to be", hits)
     dispose.add_argument("hit_id", type=int)
     dispose.add_argument("--as", dest="disposition", required=True, choices=["confirmed", "misread", "not_actionable"])

@@ -18,6 +18,9 @@ from hub.access.purpose import PurposeCheck, check_purpose
 from hub.access.roles import ALPR_DATA, NEEDS_PURPOSE, Permission, Role, permissions
 
 CONSOLE_PREFIX = "console:"
+CONSOLE_OPERATIONS = frozenset({Permission.HOLD, Permission.VIEW_HITS, Permission.DISPOSE_HIT})
+"""What the hub's console may do with ALPR information (logged like any access): holds and live hits,
+the work of a dispatch desk; never a search, a read, an image, an export or a share."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,9 +76,11 @@ def decide(
     """Whether ``actor`` may use ``permission`` now, for ``purpose``; the reason when not."""
     checked = check_purpose(purpose or "", policy.purpose) if permission in NEEDS_PURPOSE else None
     if actor.is_console:
-        # The console is an administrator's shell on the hub itself; it never reads ALPR information.
-        if permission in ALPR_DATA:
+        # The console is an administrator's shell on the hub itself; it never searches ALPR information.
+        if permission in ALPR_DATA and permission not in CONSOLE_OPERATIONS:
             return Decision(False, "ALPR information is reached through the API by a trained user", checked)
+        if checked is not None and not checked.ok:
+            return Decision(False, checked.reason, checked)
         return Decision(True, purpose=checked)
     user = session.get(User, actor.user_id)
     if user is None:
