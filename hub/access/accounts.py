@@ -8,6 +8,7 @@ job classification is no longer an authorized one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import secrets
@@ -26,8 +27,12 @@ from hub.access.roles import Role, parse_roles
 
 MIN_PASSWORD_LENGTH = 12
 _HASHER = PasswordHasher()
-# Verified against when the user does not exist, so a wrong name costs as long as a wrong password.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the user does not exist, so a wrong name costs as long as a wrong password."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 class AccountError(Exception):
@@ -325,7 +330,7 @@ def login(
         select(User).where(User.username == username.strip().lower()).with_for_update()
     ).scalar_one_or_none()
     if user is None:
-        _password_matches(_DUMMY_HASH, password)
+        _password_matches(_dummy_hash(), password)
         raise LoginRefusedError("unknown user", username.strip().lower()[:64])
     if user.locked_until_utc is not None and user.locked_until_utc > now:
         raise LoginRefusedError("account locked after repeated failures", user.username)

@@ -7,15 +7,17 @@ Every value reaches SQL as a bound parameter; plates are normalised to ``A-Z0-9`
 from __future__ import annotations
 
 import math
+import re
 from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import ColumnElement, Select, and_, exists, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, select
 from sqlalchemy.orm import Session
 
 from edge.recognition.formats import lookalike_variants, normalize_plate
 from hub.models import Hit, Node, Read, ReadCandidateText
+from hub.storage import prefix_upper_bound
 
 MAX_PAGE_SIZE = 100
 MAX_RADIUS_M = 50_000.0
@@ -94,8 +96,7 @@ def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
     if query.fuzzy:
         conditions.append(_any_text_in(lookalike_variants(query.fuzzy, 1)))
     if query.pattern:
-        like = query.pattern.replace("*", "%").replace("?", "_")  # only A-Z0-9 remain besides these
-        conditions.append(Read.plate.like(like))
+        conditions.extend(_pattern(query.pattern))
     if query.from_utc:
         conditions.append(Read.best_utc >= query.from_utc)
     if query.to_utc:
@@ -110,8 +111,22 @@ def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
 
 
 def _any_text_in(texts: set[str]) -> ColumnElement[bool]:
-    candidate = exists().where(ReadCandidateText.read_id == Read.read_id, ReadCandidateText.text.in_(sorted(texts)))
-    return or_(Read.plate.in_(sorted(texts)), candidate)
+    # read_candidate_texts holds every text a read could be, its plate included (hub.storage), so one
+    # indexed lookup there finds plate and candidate matches alike.
+    matching = select(ReadCandidateText.read_id).where(ReadCandidateText.text.in_(sorted(texts)))
+    return Read.read_id.in_(matching)
+
+
+def _pattern(pattern: str) -> list[ColumnElement[bool]]:
+    """``LIKE`` for the pattern, plus a range on its literal prefix so the plate index does the work."""
+    conditions: list[ColumnElement[bool]] = [Read.plate.like(pattern.replace("*", "%").replace("?", "_"))]
+    prefix = re.split(r"[*?]", pattern, maxsplit=1)[0]
+    if prefix:
+        conditions.append(Read.plate >= prefix)
+        upper = prefix_upper_bound(prefix)
+        if upper is not None:
+            conditions.append(Read.plate < upper)
+    return conditions
 
 
 def _within(place: Place) -> ColumnElement[bool]:

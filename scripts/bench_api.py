@@ -1,0 +1,306 @@
+"""Benchmark the compliance layer: gated, logged searches through the HTTP API, and the access-log chain.
+
+    python scripts/bench_api.py [--db sqlite|postgresql|both] [--reads 1000000] [--searches 200]
+        [--threads 4] [--log-entries 100000]
+
+Per back end, on a fresh database (a SQLite file in a temporary directory, or a fresh schema in the
+PostgreSQL ``test`` database, ``--postgres-url``):
+
+- ``--reads`` reads of random plates bulk-inserted with SQL (one candidate text each), spread over 30
+  days and around one city;
+- an investigator (trained, approved, registered device) logs in with a real TOTP code; then each kind of
+  search (exact plate, wildcard prefix, look-alike, 500 m radius + 1 day) runs ``--searches`` times
+  through the FastAPI app in-process (HTTP parsing, validation, the gate, the search, one HMAC-chained
+  access-log entry committed per search); latency p50/p95 per kind;
+- ``--threads`` clients searching at once: searches/s (each search appends to the one chain);
+- ``alpr-hub audit verify`` cost: ``--log-entries`` entries appended, then the whole chain recomputed.
+
+Prints one JSON line per figure (with command, machine and date), then a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import secrets
+import statistics
+import string
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pyotp
+from fastapi.testclient import TestClient
+from sqlalchemy import insert, make_url, select, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from hub.access.auditlog import AccessLog, LogEvent  # noqa: E402
+from hub.access.gate import Actor  # noqa: E402
+from hub.access.models import User  # noqa: E402
+from hub.access.policy import PolicySettings  # noqa: E402
+from hub.access.service import ComplianceService  # noqa: E402
+from hub.api.app import API_PREFIX, create_app  # noqa: E402
+from hub.db import make_engine, session_factory, upgrade  # noqa: E402
+from hub.models import Node, Read, ReadCandidateText  # noqa: E402
+from hub.storage import ImageStore  # noqa: E402
+
+CASE = "26-000001"
+LAT, LON = 32.7157, -117.1611
+DEFAULT_PG = os.environ.get("ALPR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+def random_plate(rng: random.Random) -> str:
+    return f"{rng.randint(1, 9)}{''.join(rng.choices(string.ascii_uppercase, k=3))}{rng.randint(0, 999):03d}"
+
+
+def seed_reads(url: str, count: int, rng: random.Random) -> list[str]:
+    engine = make_engine(url)
+    sessions = session_factory(engine)
+    now = datetime.now(UTC)
+    plates: list[str] = []
+    with sessions.begin() as session:
+        node = Node(name="bench-node", curve_public_key=secrets.token_hex(20), enrolled_utc=now)
+        session.add(node)
+        session.flush()
+        node_id = node.id
+    chunk = 20_000
+    for start in range(0, count, chunk):
+        reads, texts = [], []
+        for _ in range(min(chunk, count - start)):
+            plate, read_id = random_plate(rng), str(uuid.uuid4())
+            seen = now - timedelta(seconds=rng.uniform(0, 30 * 86400))
+            plates.append(plate)
+            reads.append(
+                {
+                    "read_id": read_id,
+                    "node_id": node_id,
+                    "camera_id": "front",
+                    "plate": plate,
+                    "confidence": 0.9,
+                    "candidates": [],
+                    "region": "us-ca",
+                    "box": [0, 0, 1, 1],
+                    "char_confidences": [],
+                    "first_seen_utc": seen,
+                    "best_utc": seen,
+                    "last_seen_utc": seen,
+                    "received_utc": seen,
+                    "time_source": "gps",
+                    "clock_suspect": False,
+                    "direction": "unknown",
+                    "observations": 3,
+                    "latitude": LAT + rng.uniform(-0.1, 0.1),
+                    "longitude": LON + rng.uniform(-0.1, 0.1),
+                    "gps": None,
+                    "software_version": "bench",
+                    "model_versions": {},
+                }
+            )
+            texts.append({"read_id": read_id, "text": plate})
+        with sessions.begin() as session:
+            session.execute(insert(Read), reads)
+            session.execute(insert(ReadCandidateText), texts)
+    engine.dispose()
+    return plates
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    upgrade(url)
+    started = time.perf_counter()
+    plates = seed_reads(url, args.reads, rng)
+    print(f"[{backend}] seeded {args.reads} reads in {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    engine = make_engine(url, pool_size=args.threads + 2)
+    sessions = session_factory(engine)
+    service = ComplianceService(sessions, PolicySettings(), AccessLog(secrets.token_bytes(32)), ImageStore("db"))
+    console = Actor.console("bench")
+    service.create_user(
+        console, "bench.user", "Bench User", "Bench PD", "Detective", ["authorized_user"], "bench-password-123"
+    )
+    service.record_training(console, "bench.user", datetime.now(UTC) - timedelta(days=1))
+    service.approve_user(console, "bench.user")
+    device_key = service.register_device(console, "bench-laptop", "")
+    client = TestClient(create_app(service))
+    with sessions() as session:
+        secret = session.execute(select(User.totp_secret).where(User.username == "bench.user")).scalar_one()
+
+    def login() -> dict[str, str]:
+        time.sleep(0)  # each client logs in once; codes are one-use, so the step changes between logins
+        response = client.post(
+            f"{API_PREFIX}/auth/login",
+            headers={"X-Device-Key": device_key},
+            json={"username": "bench.user", "password": "bench-password-123", "totp": pyotp.TOTP(secret).now()},
+        )
+        response.raise_for_status()
+        return {"Authorization": f"Bearer {response.json()['token']}", "X-Device-Key": device_key}
+
+    headers = login()
+    day = datetime.now(UTC) - timedelta(days=2)
+    kinds: dict[str, Callable[[], dict[str, Any]]] = {
+        "exact": lambda: {"plate": rng.choice(plates)},
+        "wildcard": lambda: {"pattern": rng.choice(plates)[:4] + "*"},
+        "lookalike": lambda: {"fuzzy": rng.choice(plates)},
+        "radius": lambda: {
+            "near": {
+                "latitude": LAT + rng.uniform(-0.05, 0.05),
+                "longitude": LON + rng.uniform(-0.05, 0.05),
+                "radius_m": 500,
+            },
+            "from_utc": day.isoformat(),
+            "to_utc": (day + timedelta(days=1)).isoformat(),
+        },
+    }
+    results = []
+    for kind, make_query in kinds.items():
+        latencies = []
+        for _ in range(args.searches):
+            body = {"purpose": CASE, "query": make_query()}
+            t0 = time.perf_counter()
+            response = client.post(f"{API_PREFIX}/search", json=body, headers=headers)
+            latencies.append((time.perf_counter() - t0) * 1000)
+            response.raise_for_status()
+        results.append(
+            {
+                "figure": f"search {kind} via API (gate + log)",
+                "backend": backend,
+                "reads": args.reads,
+                "p50_ms": round(statistics.median(latencies), 2),
+                "p95_ms": round(percentile(latencies, 0.95), 2),
+            }
+        )
+
+    per_thread = max(1, args.searches // 2)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            for _ in range(per_thread):
+                client.post(
+                    f"{API_PREFIX}/search", json={"purpose": CASE, "query": kinds["exact"]()}, headers=headers
+                ).raise_for_status()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(args.threads)]
+    t0 = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - t0
+    if errors:
+        raise errors[0]
+    results.append(
+        {
+            "figure": f"searches/s, {args.threads} clients at once",
+            "backend": backend,
+            "reads": args.reads,
+            "per_s": round(args.threads * per_thread / elapsed, 1),
+        }
+    )
+
+    log = service.log
+    now = datetime.now(UTC)
+    for start in range(0, args.log_entries, 5000):
+        with sessions.begin() as session:
+            for i in range(start, min(args.log_entries, start + 5000)):
+                log.append(
+                    session,
+                    LogEvent(
+                        "bench.user",
+                        "Bench PD",
+                        "search",
+                        "allowed",
+                        CASE,
+                        "case",
+                        {"plate": plates[i % len(plates)]},
+                        1,
+                        "127.0.0.1",
+                        "bench",
+                    ),
+                    now,
+                )
+    t0 = time.perf_counter()
+    verified = service.verify_log()
+    elapsed = time.perf_counter() - t0
+    assert verified.ok, verified.problems
+    results.append(
+        {
+            "figure": "audit verify (whole chain)",
+            "backend": backend,
+            "entries": verified.entries_checked,
+            "seconds": round(elapsed, 2),
+            "entries_per_s": round(verified.entries_checked / elapsed),
+        }
+    )
+    engine.dispose()
+    return results
+
+
+def postgres_schema(admin_url: str) -> tuple[str, Callable[[], None]]:
+    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
+    schema = f"benchapi_{uuid.uuid4().hex[:10]}"
+    with admin.connect() as connection:
+        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
+
+    def drop() -> None:
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+    return url.render_as_string(hide_password=False), drop
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
+    parser.add_argument("--postgres-url", default=DEFAULT_PG)
+    parser.add_argument("--reads", type=int, default=1_000_000)
+    parser.add_argument("--searches", type=int, default=200)
+    parser.add_argument("--threads", type=int, default=4)
+    parser.add_argument("--log-entries", type=int, default=100_000)
+    args = parser.parse_args()
+    meta = {
+        "command": "python scripts/bench_api.py " + " ".join(sys.argv[1:]),
+        "machine": f"{platform.machine()} {os.cpu_count()} cores {platform.python_version()}",
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+    }
+    rows: list[dict[str, Any]] = []
+    for backend in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
+        if backend == "sqlite":
+            with tempfile.TemporaryDirectory() as folder:
+                rows += bench_backend(backend, f"sqlite:///{folder}/hub.db", args)
+        else:
+            url, drop = postgres_schema(args.postgres_url)
+            try:
+                rows += bench_backend(backend, url, args)
+            finally:
+                drop()
+    for row in rows:
+        print(json.dumps(row | meta))
+    print("\n| figure | backend | result |\n|---|---|---|")
+    for row in rows:
+        result = ", ".join(f"{k} {v}" for k, v in row.items() if k not in ("figure", "backend"))
+        print(f"| {row['figure']} | {row['backend']} | {result} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
