@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Dialect,
@@ -121,16 +122,23 @@ class NodeHealthSample(Base):
 class Image(Base):
     """A JPEG, addressed by the SHA-256 of its bytes: kept in ``data`` or on disk at ``path``.
 
-    ``path`` is relative to the image store's root (``ab/cd/<sha256>.jpg``), so the root can move.
+    ``path`` is relative to the image store's root, so the root can move: an append-only pack file
+    (``packs/<day>/<name>.pack``) holding the bytes at ``pack_offset`` (``size`` of them), or, where
+    ``pack_offset`` is null, a file of its own (``ab/cd/<sha256>.jpg``).
     """
 
     __tablename__ = "images"
+    __table_args__ = (
+        # Retention finds the images left in a pack file through it.
+        Index("ix_images_path", "path"),
+    )
 
     sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16))  # "crop" or "context"
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes | None] = mapped_column(LargeBinary)
     path: Mapped[str | None] = mapped_column(String(255))
+    pack_offset: Mapped[int | None] = mapped_column(BigInteger)
     created_utc: Mapped[datetime] = mapped_column(default=utcnow)
 
 

@@ -13,13 +13,15 @@ prepare the rows beforehand on another thread (:func:`prepare_read`, :func:`stor
 Deadlocks between concurrent batches are avoided by always taking row locks in the same order:
 images sorted by hash, then reads sorted by id.
 
-Images are content-addressed (SHA-256 of the bytes) and stored once, either in the database or as
-files under a root directory (``ab/cd/<sha256>.jpg``), each written to a temporary file and renamed
-into place (by worker threads, while the transaction inserts the reads). A group of files is made
-durable in one go before the transaction that refers to them commits (one ``syncfs(2)`` of the
-image root's file system on Linux; otherwise an fsync of each file and folder), so a batch of reads
-pays for durability once rather than once per image. A crash before the commit can leave files no
-row refers to, never a committed row whose file is not on disk.
+Images are content-addressed (SHA-256 of the bytes) and stored once, either in the database or on
+disk under a root directory. On disk, each group's new images are appended with one write to the
+store's current pack file (``packs/<UTC day>/<name>.pack``; the row holds the pack, offset and size)
+and made durable with one ``fdatasync`` of that file before the transaction that refers to them
+commits: a batch of reads pays for durability once, and no file is created per image. A crash before
+the commit can leave bytes no row refers to, never a committed row whose bytes are not on disk.
+Retention removes a pack once it has lost images, after moving the images still in use (evidence
+holds, content shared with newer reads) to files of their own (``ab/cd/<sha256>.jpg``, the layout
+:meth:`ImageStore.put` writes too).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,14 +58,16 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     delete,
+    event,
     exists,
     select,
+    update,
 )
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.recognition.formats import normalize_plate
 from edge.wire import ReadRecord
-from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText
+from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText, UTCDateTime
 
 logger = logging.getLogger(__name__)
 
@@ -205,15 +209,53 @@ def _build_bulk(dialect: Dialect, name: _BulkName) -> _BulkInsert:
         binds = tuple((column.name, _json_encoder(column, dialect)) for column in table.columns)
         bulk = _BulkInsert(dialect.name, sql + tail, "", "", columns, binds, returning is not None)
     elif dialect.name == "sqlite":
-        binds = tuple(
-            (column.name, column.type.dialect_impl(dialect).bind_processor(dialect)) for column in table.columns
-        )
+        binds = tuple((column.name, _sqlite_encoder(column, dialect)) for column in table.columns)
         marks = f"({', '.join('?' for _ in columns)})"
         sql = f"INSERT INTO {target} ({names}) VALUES"
         bulk = _BulkInsert(dialect.name, sql, tail, marks, columns, binds, returning is not None)
     else:
         raise StorageError(f"unsupported database dialect {dialect.name!r}")
     return bulk
+
+
+def _sqlite_encoder(column: Column[Any], dialect: Dialect) -> _Encoder | None:
+    """How a value of ``column`` goes to SQLite: the column type's bind processing, done directly for
+    the hub's UTC times and nullable JSON (the same values, without SQLAlchemy's layers of calls per
+    value; ``tests/hub/test_storage.py`` checks they agree)."""
+    kind = column.type
+    if isinstance(kind, UTCDateTime) and _is_default_sqlite_datetime(kind, dialect):
+        return _sqlite_utc_text
+    if isinstance(kind, JSON) and kind.none_as_null:
+        dumps: Callable[[Any], str] = getattr(dialect, "_json_serializer", None) or json.dumps
+        return lambda value: None if value is None else dumps(value)
+    return kind.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _is_default_sqlite_datetime(kind: UTCDateTime, dialect: Dialect) -> bool:
+    impl = kind.impl_instance.dialect_impl(dialect)
+    return getattr(impl, "_storage_format", None) == _SQLITE_DATETIME_FORMAT
+
+
+_SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d"
+"""SQLAlchemy's default storage format for SQLite datetimes (naive UTC text here)."""
+
+
+def _aware_utc(value: datetime) -> datetime:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("naive datetime: the hub stores timezone-aware UTC times only")
+    return value if value.tzinfo is UTC else value.astimezone(UTC)
+
+
+def _sqlite_utc_text(value: datetime | None) -> str | None:
+    """As ``UTCDateTime`` then SQLite's ``DATETIME`` bind it: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
+    if value is None:
+        return None
+    return _aware_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _postgres_utc_text(value: datetime) -> str:
+    """As ``UTCDateTime`` binds it for PostgreSQL, in ISO 8601 with its offset."""
+    return _aware_utc(value).isoformat()
 
 
 def _json_encoder(column: Column[Any], dialect: Dialect) -> _Encoder | None:
@@ -228,6 +270,8 @@ def _json_encoder(column: Column[Any], dialect: Dialect) -> _Encoder | None:
         return None
     if isinstance(kind, LargeBinary):
         return _bytea_hex
+    if isinstance(kind, UTCDateTime):
+        return _postgres_utc_text
     process = kind.dialect_impl(dialect).bind_processor(dialect)
     impl = kind.impl_instance if isinstance(kind, TypeDecorator) else kind
     if isinstance(impl, DateTime):
@@ -256,18 +300,25 @@ def _time_encoder(process: _Encoder | None) -> _Encoder:
 class ImageStore:
     """Where image bytes live: in the ``images`` table (``"db"``) or in files under ``root`` (``"disk"``).
 
-    Reading works for either kind of row whatever the mode (``root`` is needed for files), so a hub can
-    switch modes without migrating old images.
+    On disk, ingest appends each group's new images to this store's current pack file
+    (``packs/<UTC day>/<name>.pack``) and makes them durable with one ``fdatasync`` of that file, not
+    one file per image (:class:`_Packs`); a row names the pack, the offset and the size. Images written
+    one at a time (:meth:`put`) and images moved out of a pack by :meth:`delete_unreferenced` get a file
+    of their own (``ab/cd/<sha256>.jpg``). Reading works for every kind of row whatever the mode
+    (``root`` is needed for files), so a hub can switch modes without migrating old images.
     """
 
     mode: StorageMode = "db"
     root: Path | None = None
+    _packs: _Packs | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.mode not in ("db", "disk"):
             raise ValueError(f"image store mode must be 'db' or 'disk', not {self.mode!r}")
         if self.mode == "disk" and self.root is None:
             raise ValueError("image store mode 'disk' needs a root directory")
+        if self.root is not None:
+            object.__setattr__(self, "_packs", _Packs(self.root))
 
     def relative_path(self, sha256: str) -> str:
         return f"{sha256[:2]}/{sha256[2:4]}/{sha256}.jpg"
@@ -278,41 +329,78 @@ class ImageStore:
         A file written for it is durable when this returns, so the caller may commit straight away.
         """
         digest = sha256_hex(data)
-        written = self._stage(session.connection(), [(digest, data, kind)]).wait()
+        written = self._stage_files(session.connection(), [(digest, data, kind)]).wait()
         if written and self.root is not None:
             _make_durable(self.root, written)
         return digest
 
-    def _stage(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> _FileWrites:
-        """Insert the images' rows (one statement) and, in disk mode, start writing their files unsynced.
+    def _stage(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> _Staged:
+        """Insert the rows of the images not stored yet and, in disk mode, append their bytes to a pack, unsynced.
 
-        ``images`` are ``(sha256, data, kind)``, distinct, in hash order (the lock order). The files are
-        written on worker threads while the caller goes on with its transaction; the result's ``wait``
-        gives the paths written, which the caller makes durable before committing. The rows are
-        inserted before the files are written: a concurrent :meth:`delete_unreferenced` holds a row's
-        lock until it commits, so the file check cannot race with its unlink.
+        ``images`` are ``(sha256, data, kind)``, distinct, in hash order (the lock order). The caller
+        makes the result durable before it commits and releases it once the transaction has ended
+        (committed or not): until then, retention leaves the pack alone.
 
-        A new row (nothing committed refers to this content yet) always gets its file written: a file
-        already there can only be left by a transaction that never committed, perhaps cut short by a
-        crash before its sync, so it is not trusted. A row that was already there was committed, and
-        its file made durable before that commit; it is rewritten only if missing.
+        Images already stored are left as they are (their bytes were durable before their row
+        committed). Bytes appended for a transaction that then fails stay in the pack with no row
+        naming them; retention drops them with the pack.
         """
         if not images:
-            return _FileWrites([])
-        in_db = self.mode == "db"
+            return _Staged()
+        if self.mode == "db" or self._packs is None:
+            self._insert_image_rows(connection, [(d, data, kind, None, None) for d, data, kind in images])
+            return _Staged()
+        stored = _stored_images(connection, [digest for digest, _, _ in images])
+        new = [image for image in images if image[0] not in stored]
+        if not new:
+            return _Staged()
+        appended = self._packs.append([data for _, data, _ in new])
+        appended.start_sync()
+        try:
+            placed = zip(new, appended.offsets, strict=True)
+            rows = [(d, data, kind, appended.relative, offset) for (d, data, kind), offset in placed]
+            self._insert_image_rows(connection, rows)
+        except BaseException:
+            appended.release()
+            raise
+        return _Staged(appended)
+
+    def _insert_image_rows(
+        self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind, str | None, int | None]]
+    ) -> set[str]:
         now = datetime.now(UTC)
         rows = [
             {
                 "sha256": digest,
                 "kind": kind,
                 "size": len(data),
-                "data": data if in_db else None,
-                "path": None if in_db else self.relative_path(digest),
+                "data": data if path is None else None,
+                "path": path,
+                "pack_offset": offset,
                 "created_utc": now,
             }
-            for digest, data, kind in images
+            for digest, data, kind, path, offset in images
         ]
-        inserted = set(_bulk(connection.dialect, "images").execute(connection, rows))
+        return set(_bulk(connection.dialect, "images").execute(connection, rows))
+
+    def _stage_files(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> _FileWrites:
+        """Insert the images' rows (one statement) and, in disk mode, start writing a file for each, unsynced.
+
+        The files are written on worker threads while the caller goes on with its transaction; the
+        result's ``wait`` gives the paths written, which the caller makes durable before committing.
+        The rows are inserted before the files are written: a concurrent :meth:`delete_unreferenced`
+        holds a row's lock until it commits, so the file check cannot race with its unlink.
+
+        A new row (nothing committed refers to this content yet) always gets its file written: a file
+        already there can only be left by a transaction that never committed, perhaps cut short by a
+        crash before its sync, so it is not trusted. A row that was already there was committed, and
+        its bytes made durable before that commit; a file of its own is rewritten only if missing.
+        """
+        if not images:
+            return _FileWrites([])
+        in_db = self.mode == "db"
+        rows = [(d, data, kind, None if in_db else self.relative_path(d), None) for d, data, kind in images]
+        inserted = self._insert_image_rows(connection, rows)
         if in_db:
             return _FileWrites([])
         root = str(self._file(""))
@@ -327,40 +415,386 @@ class ImageStore:
         if image.data is not None:
             data = image.data
         elif image.path is not None:
-            try:
-                data = self._file(image.path).read_bytes()
-            except FileNotFoundError:
-                raise ImageNotFoundError(f"image {sha256} is missing from disk ({image.path})") from None
+            data = self._read_file(sha256, image.path, image.pack_offset, image.size)
         else:
             raise ImageNotFoundError(f"image {sha256} has neither data nor a path")
         if sha256_hex(data) != sha256:
             raise ImageIntegrityError(f"image {sha256} does not match its hash")
         return data
 
-    def delete_unreferenced(self, session: Session) -> int:
-        """Delete images no read refers to (and their files); return how many. The caller commits.
+    def _read_file(self, sha256: str, relative: str, offset: int | None, size: int) -> bytes:
+        try:
+            if offset is None:
+                return self._file(relative).read_bytes()
+            fd = os.open(self._file(relative), os.O_RDONLY | getattr(os, "O_BINARY", 0))
+            try:
+                data = os.pread(fd, size, offset)
+            finally:
+                os.close(fd)
+        except FileNotFoundError:
+            raise ImageNotFoundError(f"image {sha256} is missing from disk ({relative})") from None
+        if len(data) != size:
+            raise ImageIntegrityError(f"image {sha256} is cut short in {relative}")
+        return data
 
-        Files are unlinked once the rows are deleted and locked, before the commit: should the caller
-        roll back instead, those rows would name missing files, so commit straight after.
+    def delete_unreferenced(self, session: Session) -> int:
+        """Delete images no read refers to (and their bytes on disk); return how many. The caller commits.
+
+        A file of its own is unlinked once its row is deleted and locked, before the commit: should the
+        caller roll back instead, that row would name a missing file, so commit straight after. A pack
+        file that lost images goes once the caller commits, after the images still in use in it have
+        been moved to files of their own in the same transaction (see :meth:`_drop_packs`): deleted
+        images leave no bytes behind. A pack still being written is dealt with by a later call.
         """
         unreferenced = ~exists().where(Read.crop_sha256 == Image.sha256) & ~exists().where(
             Read.context_sha256 == Image.sha256
         )
         deleted = session.execute(
-            delete(Image).where(unreferenced).returning(Image.sha256, Image.path),
+            delete(Image).where(unreferenced).returning(Image.sha256, Image.path, Image.pack_offset),
             execution_options={"synchronize_session": False},
         ).all()
-        for _digest, relative in deleted:
-            if relative is not None and self.root is not None:
+        emptied: set[str] = set()
+        for _digest, relative, offset in deleted:
+            if relative is None or self.root is None:
+                continue
+            if offset is None:
                 self._file(relative).unlink(missing_ok=True)
+            else:
+                emptied.add(relative)
+        if self._packs is not None:
+            self._drop_packs(session, emptied)
         if deleted:
             logger.info("deleted %s unreferenced images", len(deleted))
         return len(deleted)
+
+    def _drop_packs(self, session: Session, emptied: set[str]) -> None:
+        """Remove, once ``session`` commits, every pack file that lost images or holds none in use.
+
+        ``emptied``: the packs that lost images in this transaction. Each is marked (a ``.purged`` file
+        beside it) until it is gone, so a pack still being written when its images were deleted is
+        dealt with by a later call. Images still in use in such a pack are copied to files of their own
+        (made durable) and their rows pointed there, in this transaction. A pack goes only when no
+        transaction can still append to it: one of this store's that it no longer writes to and with no
+        transaction in flight, or another process's from two UTC days ago or earlier (writers start a
+        new pack each day).
+        """
+        packs = self._packs
+        assert packs is not None and self.root is not None
+        for relative in emptied:
+            _touch(self._file(relative + PURGED_SUFFIX))
+        droppable = packs.droppable(emptied)
+        if not droppable:
+            return
+        moved: list[Path] = []
+        updates: list[dict[str, Any]] = []
+        drop: list[str] = []
+        for relative in droppable:
+            marked = relative in emptied or self._file(relative + PURGED_SUFFIX).exists()
+            if not marked:
+                if session.execute(select(Image.sha256).where(Image.path == relative).limit(1)).first() is None:
+                    drop.append(relative)  # a pack no row names (left by a crash before any commit)
+                continue
+            kept = session.execute(
+                select(Image.sha256, Image.size, Image.pack_offset).where(Image.path == relative).with_for_update()
+            ).all()
+            try:
+                for digest, size, offset in kept:
+                    data = self._read_file(digest, relative, offset, size)
+                    if sha256_hex(data) != digest:
+                        raise ImageIntegrityError(f"image {digest} does not match its hash")
+                    target = self._file(self.relative_path(digest))
+                    _write_unsynced(target, data)
+                    moved.append(target)
+                    updates.append({"sha256": digest, "path": self.relative_path(digest), "pack_offset": None})
+            except StorageError:
+                logger.exception("images: pack %s kept: an image in it cannot be moved out", relative)
+                continue
+            drop.append(relative)
+        if moved:
+            _make_durable(self.root, moved)
+            session.execute(update(Image), updates)
+        if drop:
+            root = self.root
+            _after_commit(session, lambda: _unlink_packs(root, drop))
+            logger.info("images: %s pack files go (%s images in use moved out of them)", len(drop), len(updates))
 
     def _file(self, relative: str) -> Path:
         if self.root is None:
             raise ImageNotFoundError("image is stored on disk but the image store has no root")
         return self.root / relative
+
+
+PACKS_FOLDER = "packs"
+PACK_MAX_BYTES = 1 << 30
+"""A pack past this size is closed and the next append starts another."""
+PURGED_SUFFIX = ".purged"
+"""Beside a pack that lost images: it is to go (its images in use moved out) once nothing writes to it."""
+FOREIGN_PACK_DAYS = 2
+"""Another process's pack may go this many UTC days after the day it was written on."""
+
+
+def _stored_images(connection: Connection, digests: Sequence[str]) -> set[str]:
+    """Which of ``digests`` the ``images`` table holds (one plain statement per page, no SQLAlchemy compile)."""
+    dialect = connection.dialect
+    table = dialect.identifier_preparer.format_table(_IMAGES)
+    if dialect.name == "postgresql":
+        sql = f"SELECT sha256 FROM {table} WHERE sha256 = ANY(%s)"
+        return set(connection.exec_driver_sql(sql, (list(digests),)).scalars())
+    stored: set[str] = set()
+    for start in range(0, len(digests), _SQLITE_PAGE_ROWS):
+        chunk = tuple(digests[start : start + _SQLITE_PAGE_ROWS])
+        sql = f"SELECT sha256 FROM {table} WHERE sha256 IN ({', '.join('?' * len(chunk))})"
+        stored.update(connection.exec_driver_sql(sql, chunk).scalars())
+    return stored
+
+
+@dataclass(eq=False)
+class _PackFile:
+    relative: str
+    fd: int
+    end: int = 0
+    in_flight: int = 0
+    """Transactions that appended here and have not ended yet."""
+    retired: bool = False
+    """No more appends; the descriptor closes when the last transaction in flight ends."""
+
+
+class _Packs:
+    """One image store's append-only pack files, written by the transactions that store reads.
+
+    Each transaction appends its new images with one write at the end of the current pack, makes
+    them durable with one ``fdatasync`` before it commits (:class:`_Staged`), and holds the pack open
+    until it has ended. A new pack (first use, a new UTC day, or the current one full) is created and
+    its folder entry synced before any row names it. Packs are never appended to again once closed,
+    nor by more than one store: each store names its own (a random token), so several hub processes
+    may share one image root.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.token = os.urandom(6).hex()
+        self._lock = threading.Lock()
+        self._current: _PackFile | None = None
+        self._open: dict[str, _PackFile] = {}
+        self._own: set[str] = set()
+        self._count = 0
+
+    def append(self, blobs: Sequence[bytes]) -> _Appended:
+        day = datetime.now(UTC).strftime("%Y-%m-%d")
+        with self._lock:
+            pack = self._current
+            if pack is None or pack.end >= PACK_MAX_BYTES or not pack.relative.startswith(f"{PACKS_FOLDER}/{day}/"):
+                pack = self._start(day)
+            offsets: list[int] = []
+            end = pack.end
+            for blob in blobs:
+                offsets.append(end)
+                end += len(blob)
+            try:
+                _write_all(pack.fd, b"".join(blobs))
+            except BaseException:
+                self._retire(pack)  # what reached the file is unknown: nothing more goes after it
+                raise
+            pack.end = end
+            pack.in_flight += 1
+            return _Appended(self, pack, offsets)
+
+    def _start(self, day: str) -> _PackFile:
+        if self._current is not None:
+            self._retire(self._current)
+        folder = os.path.join(self.root, PACKS_FOLDER, day)
+        _make_folders_durable(str(self.root), folder)
+        self._count += 1
+        relative = f"{PACKS_FOLDER}/{day}/{self.token}-{self._count:04d}.pack"
+        fd = os.open(os.path.join(self.root, relative), _TEMP_FLAGS, 0o600)
+        try:
+            _fsync_path(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+        except BaseException:
+            os.close(fd)
+            raise
+        pack = self._current = self._open[relative] = _PackFile(relative, fd)
+        self._own.add(relative)
+        return pack
+
+    def retire(self, pack: _PackFile) -> None:
+        with self._lock:
+            self._retire(pack)
+
+    def _retire(self, pack: _PackFile) -> None:
+        """Under the lock: no more appends to ``pack``; close it now if nothing is in flight."""
+        pack.retired = True
+        if self._current is pack:
+            self._current = None
+        if pack.in_flight == 0:
+            self._close(pack)
+
+    def _close(self, pack: _PackFile) -> None:
+        self._open.pop(pack.relative, None)
+        with contextlib.suppress(OSError):
+            os.close(pack.fd)
+
+    def release(self, pack: _PackFile) -> None:
+        with self._lock:
+            pack.in_flight -= 1
+            if pack.retired and pack.in_flight == 0:
+                self._close(pack)
+
+    def droppable(self, emptied: set[str]) -> list[str]:
+        """The pack files on disk that no transaction can append to any more (retiring the current one
+        if it lost images)."""
+        base = os.path.join(self.root, PACKS_FOLDER)
+        try:
+            days = sorted(os.listdir(base))
+        except FileNotFoundError:
+            return []
+        oldest_foreign = (datetime.now(UTC) - timedelta(days=FOREIGN_PACK_DAYS)).strftime("%Y-%m-%d")
+        found: list[str] = []
+        with self._lock:
+            if self._current is not None and self._current.relative in emptied:
+                self._retire(self._current)
+            for day in days:
+                with contextlib.suppress(NotADirectoryError, FileNotFoundError):
+                    for name in sorted(os.listdir(os.path.join(base, day))):
+                        if not name.endswith(".pack"):
+                            continue
+                        relative = f"{PACKS_FOLDER}/{day}/{name}"
+                        if relative in self._own:
+                            if relative not in self._open:
+                                found.append(relative)
+                        elif day <= oldest_foreign:
+                            found.append(relative)
+        return found
+
+
+@dataclass
+class _Appended:
+    """Images appended to a pack by one transaction: where they are, and the pack held open for it."""
+
+    packs: _Packs
+    pack: _PackFile
+    offsets: list[int]
+    released: bool = False
+    syncing: Future[None] | None = None
+
+    @property
+    def relative(self) -> str:
+        return self.pack.relative
+
+    def start_sync(self) -> None:
+        """Start the ``fdatasync`` on a helper thread, so it overlaps the rest of the transaction."""
+        try:
+            self.syncing = _pack_syncer().submit(_call_sync_pack, self.pack.fd)
+        except RuntimeError:  # the interpreter is shutting down: sync on the caller's thread instead
+            self.syncing = None
+
+    def sync(self) -> None:
+        """Wait for the sync started by :meth:`start_sync` (or sync now); raises if it failed."""
+        try:
+            if self.syncing is not None:
+                self.syncing.result()
+            else:
+                _sync_pack(self.pack.fd)
+        except BaseException:
+            self.packs.retire(self.pack)  # after a failed sync the file's state is unknown: nothing more goes there
+            raise
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            if self.syncing is not None:  # the descriptor stays open until its sync is over
+                with contextlib.suppress(BaseException):
+                    self.syncing.result()
+            self.packs.release(self.pack)
+
+
+@dataclass
+class _Staged:
+    """What :meth:`ImageStore._stage` wrote: made durable before the commit, released after the transaction."""
+
+    appended: _Appended | None = None
+
+    def make_durable(self) -> None:
+        if self.appended is not None:
+            self.appended.sync()
+
+    def release(self) -> None:
+        if self.appended is not None:
+            self.appended.release()
+
+
+_pack_sync_pool: ThreadPoolExecutor | None = None
+
+
+def _pack_syncer() -> ThreadPoolExecutor:
+    global _pack_sync_pool
+    with _file_pool_lock:
+        if _pack_sync_pool is None:
+            _pack_sync_pool = ThreadPoolExecutor(2, thread_name_prefix="image-pack-sync")
+        return _pack_sync_pool
+
+
+def _call_sync_pack(fd: int) -> None:
+    _sync_pack(fd)  # looked up at call time, so a test's replacement is used
+
+
+def _sync_pack(fd: int) -> None:
+    """``fdatasync`` of a pack (its new bytes and size). Called through the module, so tests can count calls."""
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _make_folders_durable(root: str, folder: str) -> None:
+    """Create ``folder`` (under ``root``) and any missing parents, each new entry synced in its parent."""
+    missing: list[str] = []
+    current = folder
+    while not os.path.isdir(current) and current.startswith(root.rstrip(os.sep) + os.sep):
+        missing.append(current)
+        current = os.path.dirname(current)
+    if not os.path.isdir(current):
+        os.makedirs(current, exist_ok=True)
+    for created in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(created)
+        _fsync_path(os.path.dirname(created), os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+
+
+def _touch(path: Path) -> None:
+    with contextlib.suppress(FileExistsError, FileNotFoundError):
+        os.close(os.open(path, _TEMP_FLAGS, 0o600))
+
+
+def _after_commit(session: Session, action: Callable[[], None]) -> None:
+    """Run ``action`` once the session's transaction commits; never if it rolls back."""
+    pending = [action]
+
+    def committed(_session: Session) -> None:
+        while pending:
+            pending.pop()()
+
+    def rolled_back(_session: Session) -> None:
+        pending.clear()
+
+    event.listen(session, "after_commit", committed, once=True)
+    event.listen(session, "after_rollback", rolled_back, once=True)
+
+
+def _unlink_packs(root: Path, relatives: Sequence[str]) -> None:
+    """After the commit that moved or deleted every image in them: remove the packs and their marks."""
+    folders: set[Path] = set()
+    for relative in relatives:
+        for path in (root / relative, root / (relative + PURGED_SUFFIX)):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        folders.add((root / relative).parent)
+    for folder in folders:
+        with contextlib.suppress(OSError):  # not empty: other packs still there
+            folder.rmdir()
 
 
 _TEMP_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
@@ -699,20 +1133,20 @@ def _insert_reads(
     session_factory: sessionmaker[Session], unique: Sequence[PreparedRead], images: ImageStore
 ) -> set[str]:
     """Insert distinct reads (sorted by id: the lock order) in one committed transaction; the ids inserted."""
-    with session_factory() as session, session.begin():
-        connection = session.connection()
-        dialect = connection.dialect
-        # Each distinct image once, in hash order (the lock order); a crop wins over an equal context.
-        # Files are written unsynced and made durable together, once, before the commit.
-        kinds: dict[str, tuple[bytes, ImageKind]] = {}
-        for read in unique:
-            kinds.setdefault(read.crop_sha256, (read.record.crop_jpeg, "crop"))
-        for read in unique:
-            if read.context_sha256 is not None and read.record.context_jpeg:
-                kinds.setdefault(read.context_sha256, (read.record.context_jpeg, "context"))
-        staged = [(digest, data, kind) for digest, (data, kind) in sorted(kinds.items())]
-        writes = images._stage(connection, staged)
-        try:
+    staged = _Staged()
+    try:
+        with session_factory() as session, session.begin():
+            connection = session.connection()
+            dialect = connection.dialect
+            # Each distinct image once, in hash order (the lock order); a crop wins over an equal context.
+            # New images are appended to a pack unsynced and made durable together, once, before the commit.
+            kinds: dict[str, tuple[bytes, ImageKind]] = {}
+            for read in unique:
+                kinds.setdefault(read.crop_sha256, (read.record.crop_jpeg, "crop"))
+            for read in unique:
+                if read.context_sha256 is not None and read.record.context_jpeg:
+                    kinds.setdefault(read.context_sha256, (read.record.context_jpeg, "context"))
+            staged = images._stage(connection, [(digest, data, kind) for digest, (data, kind) in sorted(kinds.items())])
             bulk = _bulk(dialect, "reads")
             rows = [read.bound if read.dialect is dialect else bulk.bind(read.row) for read in unique]
             inserted = set(bulk.execute_bound(connection, rows))
@@ -723,13 +1157,9 @@ def _insert_reads(
                 for text in read.texts
             ]
             _bulk(dialect, "texts").execute(connection, texts)
-        except BaseException:
-            with contextlib.suppress(BaseException):
-                writes.wait()  # no file is still being written once the transaction has rolled back
-            raise
-        written = writes.wait()
-        if written and images.root is not None:
-            _make_durable(images.root, written)  # before session.begin() commits on leaving the block
+            staged.make_durable()  # before session.begin() commits on leaving the block
+    finally:
+        staged.release()  # the transaction has ended: retention may drop the pack once it is no longer written
     return inserted
 
 

@@ -12,7 +12,8 @@ afterwards. Everything runs in this one process, so clients and hub share the ma
   the wire protocol like ``edge.uplink`` (batches of ``--batch`` pre-sealed reads, one batch in flight per
   node) against an in-process ``IngestServer``; reads/s from the first send to the last ack. Sealing and
   encoding happen before the clock starts, so the figure is the hub's. Images go where the default hub
-  config puts them (``--images disk``: one fsynced file per distinct crop).
+  config puts them (``--images disk``: appended to the hub's pack files, one ``fdatasync`` per group
+  commit; see ``hub.storage``).
 - ack: the same nodes with reads arriving at a paced ``--paced-rate`` reads/s in total for
   ``--paced-seconds``; latency of each read from its arrival (open loop) to the ack of its batch.
 - match: ``HotlistService`` over ``--hotlist-entries`` active entries bulk-inserted with SQL (10% on a list

@@ -132,14 +132,14 @@ def test_reads_sealed_for_another_hub_or_claiming_another_node_are_rejected(
         Spool(tmp_path / "spool.db", Sealer(other_public)) as foreign,
         Spool(tmp_path / "spoof.db", Sealer(hub.spool_public)) as spoof,
     ):
-        spool_reads(foreign, "car-12", 3)
-        spool_reads(spoof, "car-77", 3)  # sealed correctly but claims to come from another node
+        spool_reads(foreign, "car-12", 10)  # enough for one message's reads to be opened on two threads
+        spool_reads(spoof, "car-77", 10)  # sealed correctly but claims to come from another node
         for spool in (foreign, spoof):
             uplink = make_uplink("car-12", hub.endpoint, keys, spool)
             uplink.start()
             try:
                 wait_for(lambda spool=spool: spool.stats().depth == 0)  # type: ignore[misc]
-                assert uplink.stats.reads_rejected == 3
+                assert uplink.stats.reads_rejected == 10
             finally:
                 uplink.stop()
     assert stored_ids(database.sessions) == []

@@ -216,34 +216,40 @@ def test_evidence_hold_keeps_a_read_until_released(database: Database, node_id: 
         assert (stored.released_by, stored.released_utc) == ("sgt-3", NOW + DAY)
 
 
-def test_images_on_disk_go_with_their_reads_but_shared_content_stays(
+def test_images_on_disk_go_with_their_reads_but_shared_and_held_content_stays(
     database: Database, node_id: int, tmp_path: Path
 ) -> None:
     images = ImageStore("disk", tmp_path / "images")
     shared, own_crop, own_context = b"\xff\xd8shared\xff\xd9", b"\xff\xd8own\xff\xd9", b"\xff\xd8ctx\xff\xd9"
-    old_shared, old_own, new_shared = store(
+    held_crop = b"\xff\xd8held\xff\xd9"
+    old_shared, old_own, old_held, new_shared = store(  # one group: every image in one pack file
         database,
         node_id,
         old_record(61 * DAY, crop_jpeg=shared, context_jpeg=own_context),
         old_record(61 * DAY, crop_jpeg=own_crop),
+        old_record(61 * DAY, crop_jpeg=held_crop),
         old_record(DAY, crop_jpeg=shared),
         images=images,
     )
+    with database.sessions.begin() as session:
+        create_hold(session, old_held, "2026-CR-7", "det-smith", "evidence", now=NOW)
 
     def on_disk(data: bytes) -> bool:
-        return (images.root or tmp_path).joinpath(images.relative_path(sha256_hex(data))).exists()
+        """Anywhere under the image root, pack files included: deleted bytes must not linger."""
+        return any(data in path.read_bytes() for path in tmp_path.rglob("*") if path.is_file())
 
-    assert on_disk(shared) and on_disk(own_crop) and on_disk(own_context)
+    assert on_disk(shared) and on_disk(own_crop) and on_disk(own_context) and on_disk(held_crop)
     dry = job(database, images).run(dry_run=True)
     assert dry.images_purged == 2 and on_disk(own_crop) and on_disk(own_context)
 
     report = job(database, images).run()
-    assert report.reads_purged == 2 and report.images_purged == 2
-    assert remaining_reads(database) == {new_shared}
-    assert on_disk(shared) and not on_disk(own_crop) and not on_disk(own_context)
+    assert report.reads_purged == 2 and report.images_purged == 2 and report.held_reads_kept == 1
+    assert remaining_reads(database) == {new_shared, old_held}
+    assert on_disk(shared) and on_disk(held_crop) and not on_disk(own_crop) and not on_disk(own_context)
     with database.sessions() as session:
         assert images.get(session, sha256_hex(shared)) == shared
-        assert count(session, Image) == 1
+        assert images.get(session, sha256_hex(held_crop)) == held_crop
+        assert count(session, Image) == 2
     assert {old_shared, old_own}.isdisjoint(remaining_reads(database))
 
 

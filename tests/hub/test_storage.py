@@ -106,50 +106,152 @@ def test_images_are_stored_once_per_content(database: Database, node_id: int) ->
         assert count(session, Image) == 1
 
 
-def test_disk_mode_writes_content_addressed_files(database: Database, node_id: int, tmp_path: Path) -> None:
-    images = ImageStore("disk", tmp_path / "images")
-    records = [make_record(context_jpeg=b"\xff\xd8ctx\xff\xd9"), make_record()]
+def stored_files(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob("*") if p.is_file())
+
+
+def packs(root: Path) -> list[Path]:
+    return [p for p in stored_files(root) if p.suffix == ".pack"]
+
+
+def anywhere_on_disk(root: Path, data: bytes) -> bool:
+    """Whether ``data`` is in any file under ``root`` (pack files included)."""
+    return any(data in path.read_bytes() for path in stored_files(root))
+
+
+def delete_read(session: Session, read_id: str) -> None:
+    session.execute(delete(ReadCandidateText).where(ReadCandidateText.read_id == read_id))
+    session.execute(delete(Read).where(Read.read_id == read_id))
+
+
+def test_disk_mode_appends_a_groups_images_to_one_pack_file(database: Database, node_id: int, tmp_path: Path) -> None:
+    root = tmp_path / "images"
+    images = ImageStore("disk", root)
+    context = b"\xff\xd8ctx\xff\xd9"
+    records = [make_record(context_jpeg=context), make_record()]
     store_reads(database.sessions, records, node_id, images)
-    for record in records:
-        digest = sha256_hex(record.crop_jpeg)
-        assert (tmp_path / "images" / digest[:2] / digest[2:4] / f"{digest}.jpg").read_bytes() == record.crop_jpeg
-    written = sorted(p for p in (tmp_path / "images").rglob("*") if p.is_file())
-    assert len(written) == 3 and not [p for p in written if p.name.startswith(".tmp")]
-
+    [pack] = stored_files(root)
+    assert pack.suffix == ".pack" and pack.parent.parent == root / "packs"
     with database.sessions() as session:
-        image = session.get_one(Image, sha256_hex(records[0].crop_jpeg))
-        assert image.data is None and image.path == images.relative_path(image.sha256)
-        assert images.get(session, image.sha256) == records[0].crop_jpeg
+        rows = sorted(session.scalars(select(Image)), key=lambda image: image.pack_offset or 0)
+        assert {(row.path, row.data) for row in rows} == {(pack.relative_to(root).as_posix(), None)}
+        assert [row.pack_offset for row in rows] == [0, rows[0].size, rows[0].size + rows[1].size]
+        assert sum(row.size for row in rows) == pack.stat().st_size
+        for content in (records[0].crop_jpeg, context, records[1].crop_jpeg):
+            assert images.get(session, sha256_hex(content)) == content
 
-        session.execute(delete(ReadCandidateText))
-        session.execute(delete(Read).where(Read.read_id == records[0].read_id))
+        delete_read(session, records[0].read_id)
         assert images.delete_unreferenced(session) == 2
+        assert pack.exists()  # until the commit
         session.commit()
-        assert not (tmp_path / "images" / image.path).exists()
-        assert (tmp_path / "images" / images.relative_path(sha256_hex(records[1].crop_jpeg))).exists()
+    # The pack is gone, the image still in use has a file of its own, the deleted ones are nowhere on disk.
+    assert not pack.exists()
+    assert not anywhere_on_disk(root, records[0].crop_jpeg) and not anywhere_on_disk(root, context)
+    assert stored_files(root) == [root / images.relative_path(sha256_hex(records[1].crop_jpeg))]
+    with database.sessions() as session:
+        assert images.get(session, sha256_hex(records[1].crop_jpeg)) == records[1].crop_jpeg
+        assert session.get_one(Image, sha256_hex(records[1].crop_jpeg)).pack_offset is None
         with pytest.raises(ImageNotFoundError):
-            images.get(session, image.sha256)
+            images.get(session, sha256_hex(records[0].crop_jpeg))
+
+    later = make_record()
+    store_reads(database.sessions, [later], node_id, images)  # a new pack: the old one is never reopened
+    [new_pack] = packs(root)
+    assert new_pack != pack
+    with database.sessions() as session:
+        assert images.get(session, sha256_hex(later.crop_jpeg)) == later.crop_jpeg
 
     with pytest.raises(ValueError, match="root"):
         ImageStore("disk")
 
 
+def test_a_pack_goes_only_when_the_deletion_commits(database: Database, node_id: int, tmp_path: Path) -> None:
+    images = ImageStore("disk", tmp_path)
+    records = [make_record(), make_record()]
+    store_reads(database.sessions, records, node_id, images)
+    [pack] = packs(tmp_path)
+    with database.sessions() as session:
+        delete_read(session, records[0].read_id)
+        assert images.delete_unreferenced(session) == 1
+        session.rollback()
+        session.execute(select(Image.sha256)).all()
+        session.commit()  # a later transaction on the same session does not run the rolled-back removal
+    assert pack.exists()
+    with database.sessions() as session:
+        for record in records:
+            assert images.get(session, sha256_hex(record.crop_jpeg)) == record.crop_jpeg
+
+
+def test_a_pack_in_use_by_a_transaction_or_another_process_stays_until_it_is_done(
+    database: Database, node_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    images = ImageStore("disk", tmp_path)
+    gone, kept = make_record(), make_record()
+    store_reads(database.sessions, [gone, kept], node_id, images)
+    [pack] = packs(tmp_path)
+    assert images._packs is not None
+    in_flight = images._packs.append([b"bytes of a transaction still going on"])
+    assert in_flight.relative == pack.relative_to(tmp_path).as_posix()
+    with database.sessions.begin() as session:
+        delete_read(session, gone.read_id)
+        assert images.delete_unreferenced(session) == 1
+    assert pack.exists() and anywhere_on_disk(tmp_path, gone.crop_jpeg)  # marked, left for later
+    in_flight.release()
+    with database.sessions.begin() as session:
+        assert images.delete_unreferenced(session) == 0
+    assert not pack.exists() and not anywhere_on_disk(tmp_path, gone.crop_jpeg)
+
+    # Another process's pack (another store on the same root) goes only days after it was written.
+    other, later = make_record(), make_record()
+    store_reads(database.sessions, [other, later], node_id, ImageStore("disk", tmp_path))
+    [foreign] = packs(tmp_path)
+    with database.sessions.begin() as session:
+        delete_read(session, other.read_id)
+        assert images.delete_unreferenced(session) == 1
+    assert foreign.exists() and anywhere_on_disk(tmp_path, other.crop_jpeg)
+    monkeypatch.setattr(storage, "FOREIGN_PACK_DAYS", 0)  # as if that day were long past
+    with database.sessions.begin() as session:
+        assert images.delete_unreferenced(session) == 0
+    assert not foreign.exists() and not anywhere_on_disk(tmp_path, other.crop_jpeg)
+    with database.sessions() as session:
+        assert images.get(session, sha256_hex(later.crop_jpeg)) == later.crop_jpeg
+
+
+def test_bytes_appended_by_a_transaction_that_failed_are_never_named(
+    database: Database, node_id: int, tmp_path: Path
+) -> None:
+    images = ImageStore("disk", tmp_path)
+    record = make_record()
+    with pytest.raises(Exception, match="(?i)foreign key"):  # no such node: the transaction fails
+        store_reads(database.sessions, [record], node_id + 1000, images)
+    [pack] = packs(tmp_path)
+    assert pack.read_bytes() == record.crop_jpeg  # appended, never committed
+    store_reads(database.sessions, [record], node_id, images)
+    with database.sessions() as session:
+        image = session.get_one(Image, sha256_hex(record.crop_jpeg))
+        assert image.pack_offset == len(record.crop_jpeg)  # a fresh copy after the untrusted one
+        assert images.get(session, image.sha256) == record.crop_jpeg
+
+
 class DurabilityCalls:
-    """Wraps ``hub.storage._make_durable`` (still calling it) and records the paths of each call."""
+    """Wraps ``hub.storage._make_durable`` and ``_sync_pack`` (still calling them) and records each call."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.calls: list[list[Path]] = []
+        self.pack_syncs = 0
         real = storage._make_durable
+        real_sync = storage._sync_pack
 
         def counting(root: Path, paths: Sequence[Path]) -> None:
             self.calls.append(list(paths))
             real(root, paths)
 
+        def counting_sync(fd: int) -> None:
+            self.pack_syncs += 1
+            real_sync(fd)
+
         monkeypatch.setattr(storage, "_make_durable", counting)
-
-
-def stored_files(root: Path) -> list[Path]:
-    return sorted(p for p in root.rglob("*") if p.is_file())
+        monkeypatch.setattr(storage, "_sync_pack", counting_sync)
 
 
 @pytest.mark.parametrize("syncfs", [True, False], ids=["syncfs", "fsync-fallback"])
@@ -169,45 +271,46 @@ def test_a_batch_of_disk_images_is_made_durable_once(
 
     result = store_reads(database.sessions, records, node_id, images)
     assert len(result.inserted) == len(records)
-    assert len(durable.calls) == 1
-    assert sorted(durable.calls[0]) == sorted(root / images.relative_path(sha256_hex(c)) for c in contents)
-    files = stored_files(root)
-    assert len(files) == len(contents) and not [p for p in files if p.name.startswith(".tmp")]
-    for path in files:
-        assert path.name == f"{sha256_hex(path.read_bytes())}.jpg"
+    assert durable.pack_syncs == 1 and durable.calls == []
+    [pack] = stored_files(root)
+    assert pack.stat().st_size == sum(len(c) for c in contents)  # each distinct content once
     with database.sessions() as session:
         assert count(session, Image) == len(contents)
         for content in contents:
             assert images.get(session, sha256_hex(content)) == content
 
-    # Nothing new to write: no durability call. A lone put of new content makes its file durable itself.
+    # Nothing new to write: no sync. A lone put of new content makes a file of its own durable itself.
     store_reads(database.sessions, records, node_id, images)
     store_reads(database.sessions, [make_record(crop_jpeg=shared)], node_id, images)
-    assert len(durable.calls) == 1
+    assert durable.pack_syncs == 1 and pack.stat().st_size == sum(len(c) for c in contents)
     with database.sessions() as session:
         digest = images.put(session, b"\xff\xd8lone\xff\xd9", "crop")
         session.commit()
-    assert durable.calls[1:] == [[root / images.relative_path(digest)]]
-    assert len(stored_files(root)) == len(contents) + 1
+    assert durable.calls == [[root / images.relative_path(digest)]]
+    assert len(stored_files(root)) == 2
 
 
-def test_a_file_left_by_an_uncommitted_store_is_rewritten(
+def test_a_file_left_by_an_uncommitted_put_is_rewritten(
     database: Database, node_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A crash between the rename and the sync can leave a truncated file no row refers to."""
     durable = DurabilityCalls(monkeypatch)
     images = ImageStore("disk", tmp_path)
-    record = make_record()
-    leftover = tmp_path / images.relative_path(sha256_hex(record.crop_jpeg))
+    data = b"\xff\xd8put\xff\xd9"
+    leftover = tmp_path / images.relative_path(sha256_hex(data))
     leftover.parent.mkdir(parents=True)
     leftover.write_bytes(b"")
-    store_reads(database.sessions, [record], node_id, images)
-    assert leftover.read_bytes() == record.crop_jpeg
+    with database.sessions() as session:
+        images.put(session, data, "crop")
+        session.commit()
+    assert leftover.read_bytes() == data
     assert durable.calls == [[leftover]]
 
     leftover.unlink()  # a committed row whose file went missing gets it back
-    store_reads(database.sessions, [make_record(crop_jpeg=record.crop_jpeg)], node_id, images)
-    assert leftover.read_bytes() == record.crop_jpeg
+    with database.sessions() as session:
+        images.put(session, data, "crop")
+        session.commit()
+    assert leftover.read_bytes() == data
     assert durable.calls == [[leftover], [leftover]]
 
 
@@ -216,8 +319,12 @@ def test_image_reads_are_checked_against_their_hash(database: Database, node_id:
     record = make_record()
     store_reads(database.sessions, [record], node_id, images)
     digest = sha256_hex(record.crop_jpeg)
-    (tmp_path / images.relative_path(digest)).write_bytes(b"tampered")
+    [pack] = packs(tmp_path)
+    pack.write_bytes(b"X" + record.crop_jpeg[1:])
     with database.sessions() as session, pytest.raises(ImageIntegrityError):
+        images.get(session, digest)
+    pack.write_bytes(record.crop_jpeg[:-1])
+    with database.sessions() as session, pytest.raises(ImageIntegrityError, match="short"):
         images.get(session, digest)
 
 
@@ -441,18 +548,57 @@ def test_prepared_reads_store_what_store_reads_stores(database: Database, node_i
         other_engine.dispose()
 
 
-def test_a_failed_image_write_stores_nothing(database: Database, node_id: int, tmp_path: Path) -> None:
-    """Files are written on worker threads; a failure there rolls the whole transaction back."""
+def test_a_failed_image_write_or_sync_stores_nothing(
+    database: Database, node_id: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack that cannot be written, or whose sync fails, rolls the whole transaction back."""
     root = tmp_path / "images"
     images = ImageStore("disk", root)
     records = [make_record() for _ in range(40)]
-    digest = sha256_hex(records[-1].crop_jpeg)
-    (root / digest[:2]).mkdir(parents=True)
-    (root / digest[:2] / digest[2:4]).write_bytes(b"a file where a folder should be")
+    root.mkdir()
+    (root / "packs").write_bytes(b"a file where a folder should be")
     with pytest.raises(OSError):
         store_reads(database.sessions, records, node_id, images)
     with database.sessions() as session:
         assert count(session, Read) == 0 and count(session, Image) == 0
-    (root / digest[:2] / digest[2:4]).unlink()
+    (root / "packs").unlink()
+
+    def failing_sync(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(storage, "_sync_pack", failing_sync)
+    with pytest.raises(OSError, match="Input/output"):
+        store_reads(database.sessions, records, node_id, images)
+    with database.sessions() as session:
+        assert count(session, Read) == 0 and count(session, Image) == 0
+    [failed] = packs(root)
+    monkeypatch.undo()
     assert store_reads(database.sessions, records, node_id, images).inserted == [r.read_id for r in records]
-    assert len(stored_files(root)) == len(records)
+    assert len(packs(root)) == 2  # a pack whose sync failed is not trusted with more
+    with database.sessions() as session:
+        assert {image.path for image in session.scalars(select(Image))} != {failed.relative_to(root).as_posix()}
+        assert all(images.get(session, sha256_hex(r.crop_jpeg)) == r.crop_jpeg for r in records)
+
+
+def test_bulk_rows_are_bound_as_sqlalchemy_binds_them(database: Database) -> None:
+    """The bulk inserts bind UTC times and JSON themselves (for speed): the values must be SQLAlchemy's own."""
+    dialect = database.engine.dialect
+    east = timezone(timedelta(hours=5, minutes=30))
+    record = make_record(
+        first_seen_utc=datetime(2026, 11, 28, 23, 59, 59, 999999, tzinfo=east), gps=None, context_jpeg=None
+    )
+    row = storage.prepare_read(record, 7, datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)).row
+    bulk = storage._bulk(dialect, "reads")
+    bound = bulk.bind(row)
+    for column in Read.__table__.columns:
+        process = column.type.dialect_impl(dialect).bind_processor(dialect)
+        expected = process(row[column.name]) if process is not None else row[column.name]
+        if database.backend == "sqlite":
+            assert bound[bulk.columns.index(column.name)] == expected, column.name
+        elif isinstance(expected, datetime):  # PostgreSQL: ISO 8601 text of the bound value, inside JSON
+            assert bound[column.name] == expected.isoformat(), column.name
+    if database.backend == "sqlite":
+        assert bound[bulk.columns.index("first_seen_utc")] == "2026-11-28 18:29:59.999999"
+        assert bound[bulk.columns.index("gps")] is None  # SQL NULL, not JSON null
+    with pytest.raises(ValueError, match="naive"):
+        bulk.bind({**row, "best_utc": datetime(2026, 11, 28, 18, 0)})
