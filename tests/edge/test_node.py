@@ -209,7 +209,9 @@ def config_data(hub: HubSide, data_dir: Path, camera: dict[str, Any], **sections
         "cameras": [{"id": CAMERA, **camera}],
         "gps": {"mode": "fixed", "latitude": LAT, "longitude": LON, "heading_deg": 90.0},
         "recognition": {"min_confidence": 0.3},
-        "tracker": {"lost_after_s": 0.5, "min_observations": 2},
+        # Frames are stamped when captured, so on a loaded machine gaps between them grow: 2 s keeps one
+        # pass one pass even when a frame takes far longer than it should.
+        "tracker": {"lost_after_s": 2.0, "min_observations": 2},
         "uplink": {"ack_timeout_s": 1.0, "backoff_max_s": 0.5, "heartbeat_interval_s": 0.5},
         "alerts": {"enabled": False},
     }
@@ -570,7 +572,7 @@ def test_sigterm_flushes_open_tracks_to_the_spool_and_exits_0(
                     and not status["cameras"][CAMERA]["connected"]
                 )
 
-            wait_until(clip_done, 30, "alpr-edge to process the clip")
+            wait_until(clip_done, 120, "alpr-edge to process the clip")  # start-up is slow on a loaded machine
             status = read_status(data_dir)
             assert status is not None and status["counters"]["reads_emitted"] == 0 and status["spool"]["depth"] == 0
             proc.send_signal(signal.SIGTERM)
