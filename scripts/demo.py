@@ -90,7 +90,7 @@ def edge_config() -> EdgeConfig:
             "cameras": [{"id": "north", "uri": str(DEMO / "clip.avi"), "target_fps": 0}],
             "gps": {"mode": "fixed", "latitude": 32.7157, "longitude": -117.1611, "heading_deg": 0},
             "recognition": {"min_confidence": 0.3},
-            "tracker": {"lost_after_s": 0.4, "min_observations": 2},
+            "tracker": {"lost_after_s": 1.0, "min_observations": 2},
             "alerts": {"bell": False},
             "uplink": {"heartbeat_interval_s": 1.0, "ack_timeout_s": 2.0},
         }
