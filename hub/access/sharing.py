@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from hub.access.models import Agency, ShareRequest
+from hub.access.search import read_summary
 from hub.models import Read
 
 ExportFormat = Literal["csv", "json"]
@@ -118,17 +119,10 @@ def build_export(
 
 
 def _row(read: Read, node: str) -> dict[str, Any]:
-    return {
-        "read_id": read.read_id,
-        "plate": read.plate,
-        "confidence": round(read.confidence, 4),
-        "region": read.region,
-        "seen_utc": read.best_utc.isoformat(),
-        "node": node,
-        "camera": read.camera_id,
-        "latitude": read.latitude,
-        "longitude": read.longitude,
-        "direction": read.direction,
+    """The search result's fields, with the images as paths inside the archive instead of API links."""
+    row = read_summary(read, node, image_url="")
+    del row["crop_url"], row["context_url"]
+    return row | {
         "crop_image": f"images/{read.crop_sha256}.jpg" if read.crop_sha256 else "",
         "context_image": f"images/{read.context_sha256}.jpg" if read.context_sha256 else "",
     }
