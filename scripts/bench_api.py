@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -40,14 +41,13 @@ from typing import Any
 
 import pyotp
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, make_url, select, text
+from sqlalchemy import insert, make_url, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from hub.access.auditlog import AccessLog, LogEvent  # noqa: E402
 from hub.access.gate import Actor  # noqa: E402
-from hub.access.models import User  # noqa: E402
 from hub.access.policy import PolicySettings  # noqa: E402
 from hub.access.service import ComplianceService  # noqa: E402
 from hub.api.app import API_PREFIX, create_app  # noqa: E402
@@ -130,15 +130,14 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict
     sessions = session_factory(engine)
     service = ComplianceService(sessions, PolicySettings(), AccessLog(secrets.token_bytes(32)), ImageStore("db"))
     console = Actor.console("bench")
-    service.create_user(
+    new = service.create_user(
         console, "bench.user", "Bench User", "Bench PD", "Detective", ["authorized_user"], "bench-password-123"
     )
     service.record_training(console, "bench.user", datetime.now(UTC) - timedelta(days=1))
     service.approve_user(console, "bench.user")
     device_key = service.register_device(console, "bench-laptop", "")
     client = TestClient(create_app(service))
-    with sessions() as session:
-        secret = session.execute(select(User.totp_secret).where(User.username == "bench.user")).scalar_one()
+    secret = urllib.parse.parse_qs(urllib.parse.urlparse(new.totp_uri).query)["secret"][0]
 
     def login() -> dict[str, str]:
         time.sleep(0)  # each client logs in once; codes are one-use, so the step changes between logins

@@ -8,6 +8,7 @@ job classification is no longer an authorized one.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import ipaddress
@@ -15,6 +16,8 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import nacl.exceptions
+import nacl.secret
 import pyotp
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -50,6 +53,27 @@ class LoginRefusedError(AccountError):
         super().__init__("log-in refused")
         self.reason = reason
         self.username = username
+
+
+class TotpVault:
+    """Keeps TOTP seeds encrypted at rest (XSalsa20-Poly1305), so a copy of the database alone cannot
+    generate anyone's codes; the key comes from the hub's key files, not the database."""
+
+    PREFIX = "v1:"
+
+    def __init__(self, key: bytes) -> None:
+        self._box = nacl.secret.SecretBox(key)
+
+    def seal(self, secret: str) -> str:
+        return self.PREFIX + base64.b64encode(self._box.encrypt(secret.encode("ascii"))).decode("ascii")
+
+    def open(self, sealed: str) -> str:
+        if not sealed.startswith(self.PREFIX):
+            raise AccountError("TOTP seed in an unknown format")
+        try:
+            return self._box.decrypt(base64.b64decode(sealed[len(self.PREFIX) :])).decode("ascii")
+        except (nacl.exceptions.CryptoError, ValueError):
+            raise AccountError("TOTP seed cannot be opened with this hub's keys") from None
 
 
 def token_digest(token: str) -> str:
@@ -100,6 +124,7 @@ def create_user(
     created_by: str,
     now: datetime,
     issuer: str,
+    vault: TotpVault,
     password: str | None = None,
 ) -> NewAccount:
     name = _username(username)
@@ -114,7 +139,7 @@ def create_user(
     session.add(User(
         username=name, full_name=full_name.strip()[:128], organization=organization.strip()[:128],
         job_classification=classification.strip()[:64], roles=[r.value for r in checked_roles],
-        password_hash=_HASHER.hash(password), totp_secret=secret, status="active", status_changed_utc=now,
+        password_hash=_HASHER.hash(password), totp_secret=vault.seal(secret), status="active", status_changed_utc=now,
         created_utc=now, created_by=created_by,
     ))  # fmt: skip
     session.flush()
@@ -323,6 +348,7 @@ def login(
     client_address: str,
     now: datetime,
     policy: PolicySettings,
+    vault: TotpVault,
 ) -> tuple[str, User]:
     """Check password and TOTP code and open a session; returns its token (never stored) and the user."""
     rules = policy.access
@@ -336,7 +362,7 @@ def login(
         raise LoginRefusedError("account locked after repeated failures", user.username)
     if user.status != "active":
         raise LoginRefusedError(f"account {user.status}", user.username)
-    step = _accepted_totp_step(user, totp_code, now)
+    step = _accepted_totp_step(user, vault.open(user.totp_secret), totp_code, now)
     if not _password_matches(user.password_hash, password) or step is None:
         user.failed_logins += 1
         if user.failed_logins >= rules.max_failed_logins:
@@ -351,12 +377,12 @@ def login(
     return token, user
 
 
-def _accepted_totp_step(user: User, code: str, now: datetime) -> int | None:
+def _accepted_totp_step(user: User, secret: str, code: str, now: datetime) -> int | None:
     """The time step of a valid, unused TOTP code (one step of clock drift either way), or None."""
     code = code.strip()
     if not (code.isdigit() and len(code) == 6):
         return None
-    totp = pyotp.TOTP(user.totp_secret)
+    totp = pyotp.TOTP(secret)
     current = totp.timecode(now)
     for step in (current, current - 1, current + 1):
         if secrets.compare_digest(totp.generate_otp(step), code):

@@ -84,6 +84,10 @@ class AccessLog:
             raise ValueError("the access-log key must be at least 16 bytes")
         self._key = key
 
+    def derived_key(self, label: bytes) -> bytes:
+        """A 32-byte key for another purpose (``label``), from the same secret file: one key file to guard."""
+        return hmac.new(self._key, b"alpr-hub derived key:" + label, hashlib.sha256).digest()
+
     def _hash(self, prev_hash: str, entry: AccessLogEntry) -> str:
         return hmac.new(self._key, prev_hash.encode("ascii") + b"\n" + _canonical(entry), hashlib.sha256).hexdigest()
 

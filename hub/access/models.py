@@ -26,7 +26,7 @@ class User(Base):
     job_classification: Mapped[str] = mapped_column(String(64))
     roles: Mapped[list[str]] = mapped_column(JSON)
     password_hash: Mapped[str] = mapped_column(String(255))
-    totp_secret: Mapped[str] = mapped_column(String(64))
+    totp_secret: Mapped[str] = mapped_column(String(128))  # sealed (accounts.TotpVault)
     totp_last_step: Mapped[int | None] = mapped_column(Integer)  # a TOTP code is accepted once
     status: Mapped[str] = mapped_column(String(16), default="active")  # active | suspended
     status_reason: Mapped[str] = mapped_column(Text, default="")

@@ -94,6 +94,7 @@ class ComplianceService:
         self.clock = clock
         self.issuer = issuer
         self.image_url = image_url
+        self.totp_vault = accounts.TotpVault(access_log.derived_key(b"totp"))
 
     # --- the gate -------------------------------------------------------------------------------
 
@@ -166,7 +167,7 @@ class ComplianceService:
             else:
                 try:
                     token, user = accounts.login(session, username, password, totp_code, device, client, now,
-                                                 self.policy)  # fmt: skip
+                                                 self.policy, self.totp_vault)  # fmt: skip
                 except accounts.LoginRefusedError as exc:
                     reason, name = exc.reason, exc.username
                 else:
@@ -355,7 +356,7 @@ class ComplianceService:
                     roles: list[str], password: str | None = None) -> accounts.NewAccount:  # fmt: skip
         def work(session: Session, _d: Decision, now: datetime) -> Outcome:
             new = accounts.create_user(session, username, full_name, organization, classification, roles,
-                                       actor.username, now, self.issuer, password)  # fmt: skip
+                                       actor.username, now, self.issuer, self.totp_vault, password)  # fmt: skip
             return Outcome(new, detail=f"roles {','.join(roles)}; classification {classification}")
 
         return self._gated(actor, Permission.MANAGE_USERS, "user.create", {"user": username}, work)  # type: ignore[no-any-return]

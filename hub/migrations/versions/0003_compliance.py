@@ -127,7 +127,7 @@ def upgrade() -> None:
         sa.Column("job_classification", sa.String(length=64), nullable=False),
         sa.Column("roles", sa.JSON(), nullable=False),
         sa.Column("password_hash", sa.String(length=255), nullable=False),
-        sa.Column("totp_secret", sa.String(length=64), nullable=False),
+        sa.Column("totp_secret", sa.String(length=128), nullable=False),
         sa.Column("totp_last_step", sa.Integer(), nullable=True),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("status_reason", sa.Text(), nullable=False),

@@ -8,6 +8,7 @@ Reads are stored through the hub's own storage path, with made-up plates only.
 from __future__ import annotations
 
 import secrets
+import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,7 +22,6 @@ from sqlalchemy import select
 from edge.wire import ReadRecord
 from hub.access.auditlog import AccessLog
 from hub.access.gate import Actor
-from hub.access.models import User
 from hub.access.policy import PolicySettings
 from hub.access.service import ComplianceService
 from hub.api.app import API_PREFIX, create_app
@@ -77,9 +77,8 @@ class World:
         approved: bool = True,
         org: str = "Example PD",
     ) -> Person:
-        self.service.create_user(self.console, username, f"Test {username}", org, classification, roles, PASSWORD)
-        with self.database.sessions() as session:
-            secret = session.execute(select(User.totp_secret).where(User.username == username)).scalar_one()
+        new = self.service.create_user(self.console, username, f"Test {username}", org, classification, roles, PASSWORD)
+        secret = totp_secret(new.totp_uri)
         if trained:
             self.service.record_training(self.console, username, self.clock.now - timedelta(days=1))
         if approved and trained and set(roles) & DATA_ROLES:  # approval is for access to ALPR information
@@ -132,6 +131,11 @@ class World:
                 }
                 for e in rows
             ]
+
+
+def totp_secret(uri: str) -> str:
+    """The seed in an ``otpauth://`` URI, as the user's authenticator app reads it from the QR code."""
+    return urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
 
 
 def make_world(database: Database, policy: PolicySettings | None = None) -> World:

@@ -7,8 +7,10 @@ from datetime import timedelta
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from hub.access.accounts import AccountError
+from hub.access.models import User
 from hub.access.policy import AccessSection, PolicySettings
 from tests.hub.access.conftest import ADMIN, CASE, World, make_world
 from tests.hub.conftest import Database
@@ -52,6 +54,14 @@ def test_login_needs_password_and_a_fresh_totp_code(world: World) -> None:
         "wrong password or one-time code",
     ]
     assert [e["outcome"] for e in world.log_entries() if e["action"] == "login"].count("allowed") == 1
+
+
+def test_totp_seeds_are_not_in_the_database_in_clear(world: World) -> None:
+    alice = world.person("alice", ["authorized_user"])
+    with world.database.sessions() as session:
+        stored = session.execute(select(User.totp_secret).where(User.username == "alice")).scalar_one()
+    assert stored.startswith("v1:") and alice.secret not in stored
+    assert world.login(alice)  # the hub opens it with its key to check a code
 
 
 def test_repeated_failures_lock_the_account(world: World) -> None:
