@@ -148,7 +148,6 @@ class EdgeNode:
         self._pending_writes: deque[tuple[str, bytes]] = deque()
         self._started = time.monotonic()
         self._last_status = 0.0
-        self._last_frame: dict[str, BgrImage] = {}
         self._last_tick: dict[str, float] = {}
         self._fixes: dict[str, deque[tuple[datetime, GpsFix | None]]] = {
             c.id: deque(maxlen=FIX_HISTORY) for c in config.cameras
@@ -216,7 +215,6 @@ class EdgeNode:
             return
         self.counters.frames_processed += 1
         self.counters.plates_seen += len(result.plates)
-        self._last_frame[camera_id] = image
         self._last_tick[camera_id] = time.monotonic()
         observation = Observation(camera_id, captured_s, stamp, image, result.plates)
         for vehicle_pass in self.trackers[camera_id].update(observation):
@@ -231,12 +229,10 @@ class EdgeNode:
     def _idle_tick(self, camera_id: str) -> None:
         """Let a silent camera's tracker notice that its vehicles have left."""
         now = time.monotonic()
-        last_frame = self._last_frame.get(camera_id)
-        if last_frame is None or now - self._last_tick.get(camera_id, 0.0) < IDLE_TICK_S:
+        if now - self._last_tick.get(camera_id, 0.0) < IDLE_TICK_S:
             return
         self._last_tick[camera_id] = now
-        observation = Observation(camera_id, now, self.clock.now(self.position.latest()), last_frame, ())
-        for vehicle_pass in self.trackers[camera_id].update(observation):
+        for vehicle_pass in self.trackers[camera_id].tick(now):
             self._emit(vehicle_pass)
 
     def _fix_at(self, camera_id: str, moment: datetime) -> GpsFix | None:

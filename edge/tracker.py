@@ -208,12 +208,8 @@ class PlateTracker:
         now = observation.monotonic_s
         with self._lock:
             self._now_s = max(self._now_s, now)
-            passes: list[VehiclePass] = []
             # Expire before associating, so a plate seen again after a long gap starts a new pass.
-            for track in [t for t in self._tracks if now - t.last_s > self.config.lost_after_s]:
-                self._tracks.remove(track)
-                if not track.done:
-                    passes.extend(self._finish(track, now))
+            passes = self._end_lost(now)
             plates = [p for p in observation.plates if _texts(p)]
             pairs = self._associate(plates, now)
             # Extend first, so that when a start must drop a track, tracks seen in this frame look fresh.
@@ -223,11 +219,30 @@ class PlateTracker:
             for matched, result in pairs:
                 if matched is None:
                     self._start(observation, result)
-            for track in self._tracks:
-                if not track.done and now - track.first_s >= self.config.max_track_s:
-                    track.done = True
-                    passes.extend(self._finish(track, now))
-            return passes
+            return passes + self._end_long(now)
+
+    def tick(self, now_s: float) -> list[VehiclePass]:
+        """Time passes without a frame (a silent camera): end the passes of vehicles no longer seen."""
+        with self._lock:
+            self._now_s = max(self._now_s, now_s)
+            return self._end_lost(now_s) + self._end_long(now_s)
+
+    def _end_lost(self, now: float) -> list[VehiclePass]:
+        passes: list[VehiclePass] = []
+        for track in [t for t in self._tracks if now - t.last_s > self.config.lost_after_s]:
+            self._tracks.remove(track)
+            if not track.done:
+                passes.extend(self._finish(track, now))
+        return passes
+
+    def _end_long(self, now: float) -> list[VehiclePass]:
+        """Emit tracks open for max_track_s (a parked car), keeping them so they are not read again at once."""
+        passes: list[VehiclePass] = []
+        for track in self._tracks:
+            if not track.done and now - track.first_s >= self.config.max_track_s:
+                track.done = True
+                passes.extend(self._finish(track, now))
+        return passes
 
     def flush(self) -> list[VehiclePass]:
         """Emit every open track that has not emitted yet (at shutdown) and forget them all."""

@@ -219,6 +219,18 @@ def test_flush_emits_open_tracks() -> None:
     assert idle(tracker, 3 * STEP, 2.0) == []
 
 
+def test_tick_ends_a_pass_when_the_camera_goes_silent() -> None:
+    config = TrackerConfig()
+    tracker = PlateTracker(CAMERA, config)
+    for i in range(3):
+        tracker.update(observation(i * STEP, [plate("7ABC123", box_at(300, 200, 90, 30))]))
+    last = 2 * STEP
+    assert tracker.tick(last + config.lost_after_s / 2) == []  # not gone long enough
+    passes = tracker.tick(last + config.lost_after_s + 0.01)  # no frame came at all: still ends
+    assert [p.text for p in passes] == ["7ABC123"]
+    assert tracker.tick(last + 60) == [] and tracker.flush() == []
+
+
 def test_max_tracks_drops_and_counts() -> None:
     tracker = PlateTracker(CAMERA, TrackerConfig(max_tracks=2))
     texts = ["1AAA111", "2BBB222", "3CCC333"]
