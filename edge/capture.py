@@ -496,6 +496,35 @@ class LatestFrameQueue:
             return len(self._frames)
 
 
+class LockstepSource:
+    """Wraps a source so that it reads its next frame only once the consumer has taken the previous one.
+
+    For recorded footage processed offline (and for tests and benchmarks): no frame is dropped however
+    slow recognition is. ``queue`` is the consumer's queue for this camera, set once it exists; until
+    then, and after ``wait_s`` without the queue emptying, frames are read as usual.
+    """
+
+    on_demand = False
+
+    def __init__(self, source: FrameSource, wait_s: float = 30.0) -> None:
+        self.source = source
+        self.name = source.name
+        self.wait_s = wait_s
+        self.queue: LatestFrameQueue | None = None
+
+    def open(self) -> None:
+        self.source.open()
+
+    def read(self) -> BgrImage | None:
+        deadline = time.monotonic() + self.wait_s
+        while self.queue is not None and len(self.queue) and time.monotonic() < deadline:
+            time.sleep(0.001)
+        return self.source.read()
+
+    def close(self) -> None:
+        self.source.close()
+
+
 # -- per-frame processing --------------------------------------------------------------------------------
 
 

@@ -54,7 +54,7 @@ from sqlalchemy import func, select
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge import wire  # noqa: E402
-from edge.capture import FrameSource, LatestFrameQueue, OpenCvSource  # noqa: E402
+from edge.capture import LockstepSource, OpenCvSource  # noqa: E402
 from edge.config import EdgeConfig  # noqa: E402
 from edge.node import EdgeNode  # noqa: E402
 from edge.recognition import const  # noqa: E402
@@ -94,28 +94,6 @@ def make_clip(path: Path, frames: int) -> None:
             written += 1
         capture.release()
     writer.release()
-
-
-class Lockstep:
-    """Reads the next frame only once the node has taken the previous one: no drops, pipeline-paced."""
-
-    on_demand = False
-
-    def __init__(self, source: FrameSource) -> None:
-        self.source = source
-        self.name = source.name
-        self.queue: LatestFrameQueue | None = None
-
-    def open(self) -> None:
-        self.source.open()
-
-    def read(self) -> BgrImage | None:
-        while self.queue is not None and len(self.queue):
-            time.sleep(0.001)
-        return self.source.read()
-
-    def close(self) -> None:
-        self.source.close()
 
 
 @dataclass
@@ -208,7 +186,7 @@ def run(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
             "alerts": {"enabled": False},
         }
     )
-    source = Lockstep(OpenCvSource(str(clip), realtime=False))
+    source = LockstepSource(OpenCvSource(str(clip), realtime=False))
     timings = Timings()
     node = BenchNode(config, sources={CAMERA: source})
     node.timings = timings

@@ -5,7 +5,7 @@ camera, made from CC0 photos. The shipped models read two of them, AB44887 and L
 or may not be read while models are being retrained, so tests assert on those two and on invariants
 (one read per pass, no duplicates) for the rest.
 
-Most tests hand the node a :class:`Lockstep` source, which reads the next frame only when the node
+Most tests hand the node a :class:`edge.capture.LockstepSource`, which reads the next frame only when the node
 has taken the previous one: every frame is recognised, none is dropped, and the run is as fast as the
 pipeline. The first test keeps the camera exactly as configured (the clip replayed at its own 10 fps).
 """
@@ -35,7 +35,7 @@ import zmq
 from sqlalchemy import select
 
 from edge import wire
-from edge.capture import DirectorySource, FrameSource, LatestFrameQueue, OpenCvSource
+from edge.capture import DirectorySource, FrameSource, LockstepSource, OpenCvSource
 from edge.config import EdgeConfig
 from edge.node import EdgeNode
 from edge.recognition import const
@@ -95,33 +95,6 @@ def clip_frames() -> list[BgrImage]:
     capture.release()
     assert len(frames) == 78, f"{CLIP} should hold 78 frames, got {len(frames)}"
     return frames
-
-
-class Lockstep:
-    """A source that reads its next frame only once the node has taken the previous one from its queue.
-
-    No frame is dropped, whatever the machine's speed: the test sees every frame recognised, in order.
-    ``queue`` is the node's queue for the camera, set once the node exists.
-    """
-
-    on_demand = False
-
-    def __init__(self, source: FrameSource) -> None:
-        self.source = source
-        self.name = source.name
-        self.queue: LatestFrameQueue | None = None
-
-    def open(self) -> None:
-        self.source.open()
-
-    def read(self) -> BgrImage | None:
-        deadline = time.monotonic() + 30.0
-        while self.queue is not None and len(self.queue) and time.monotonic() < deadline:
-            time.sleep(0.001)
-        return self.source.read()
-
-    def close(self) -> None:
-        self.source.close()
 
 
 @dataclass
@@ -271,7 +244,7 @@ def started(node: EdgeNode) -> Iterator[EdgeNode]:
 
 
 def lockstep_node(config: EdgeConfig, source: FrameSource, **kwargs: Any) -> EdgeNode:
-    wrapped = Lockstep(source)
+    wrapped = LockstepSource(source)
     node = EdgeNode(config, sources={CAMERA: wrapped}, **kwargs)
     wrapped.queue = node.queues[CAMERA]
     return node
