@@ -335,14 +335,14 @@ class ImageStore:
         return digest
 
     def _stage(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> _Staged:
-        """Insert the rows of the images not stored yet and, in disk mode, append their bytes to a pack, unsynced.
+        """Insert the rows of the images not stored yet and, in disk mode, write their bytes to a pack, unsynced.
 
         ``images`` are ``(sha256, data, kind)``, distinct, in hash order (the lock order). The caller
         makes the result durable before it commits and releases it once the transaction has ended
         (committed or not): until then, retention leaves the pack alone.
 
         Images already stored are left as they are (their bytes were durable before their row
-        committed). Bytes appended for a transaction that then fails stay in the pack with no row
+        committed). Bytes written for a transaction that then fails stay in the pack with no row
         naming them; retention drops them with the pack.
         """
         if not images:
@@ -350,16 +350,19 @@ class ImageStore:
         if self.mode == "db" or self._packs is None:
             self._insert_image_rows(connection, [(d, data, kind, None, None) for d, data, kind in images])
             return _Staged()
-        stored = _stored_images(connection, [digest for digest, _, _ in images])
-        new = [image for image in images if image[0] not in stored]
-        if not new:
-            return _Staged()
-        appended = self._packs.append([data for _, data, _ in new])
-        appended.start_sync()
+        # Room for every image is reserved in the pack first, so the rows can name their offsets; only
+        # the images whose rows this transaction inserted are written (the others' slots stay holes).
+        appended = self._packs.reserve([len(data) for _, data, _ in images])
         try:
-            placed = zip(new, appended.offsets, strict=True)
-            rows = [(d, data, kind, appended.relative, offset) for (d, data, kind), offset in placed]
-            self._insert_image_rows(connection, rows)
+            placed = list(zip(images, appended.offsets, strict=True))
+            rows = [(digest, data, kind, appended.relative, offset) for (digest, data, kind), offset in placed]
+            inserted = self._insert_image_rows(connection, rows)
+            new = [(offset, data) for (digest, data, _kind), offset in placed if digest in inserted]
+            if not new:
+                appended.release()
+                return _Staged()
+            appended.write(new)
+            appended.start_sync()
         except BaseException:
             appended.release()
             raise
@@ -533,21 +536,6 @@ FOREIGN_PACK_DAYS = 2
 """Another process's pack may go this many UTC days after the day it was written on."""
 
 
-def _stored_images(connection: Connection, digests: Sequence[str]) -> set[str]:
-    """Which of ``digests`` the ``images`` table holds (one plain statement per page, no SQLAlchemy compile)."""
-    dialect = connection.dialect
-    table = dialect.identifier_preparer.format_table(_IMAGES)
-    if dialect.name == "postgresql":
-        sql = f"SELECT sha256 FROM {table} WHERE sha256 = ANY(%s)"
-        return set(connection.exec_driver_sql(sql, (list(digests),)).scalars())
-    stored: set[str] = set()
-    for start in range(0, len(digests), _SQLITE_PAGE_ROWS):
-        chunk = tuple(digests[start : start + _SQLITE_PAGE_ROWS])
-        sql = f"SELECT sha256 FROM {table} WHERE sha256 IN ({', '.join('?' * len(chunk))})"
-        stored.update(connection.exec_driver_sql(sql, chunk).scalars())
-    return stored
-
-
 @dataclass(eq=False)
 class _PackFile:
     relative: str
@@ -562,12 +550,13 @@ class _PackFile:
 class _Packs:
     """One image store's append-only pack files, written by the transactions that store reads.
 
-    Each transaction appends its new images with one write at the end of the current pack, makes
-    them durable with one ``fdatasync`` before it commits (:class:`_Staged`), and holds the pack open
-    until it has ended. A new pack (first use, a new UTC day, or the current one full) is created and
-    its folder entry synced before any row names it. Packs are never appended to again once closed,
-    nor by more than one store: each store names its own (a random token), so several hub processes
-    may share one image root.
+    Each transaction reserves room at the end of the current pack for its images (so their rows can
+    name their offsets), writes those it inserted (adjacent ones with one ``pwrite``; the room of an
+    image stored before stays a hole), makes them durable with one ``fdatasync`` before it commits
+    (:class:`_Staged`), and holds the pack open until it has ended. A new pack (first use, a new UTC
+    day, or the current one full) is created and its folder entry synced before any row names it.
+    Packs are never appended to again once closed, nor by more than one store: each store names its
+    own (a random token), so several hub processes may share one image root.
     """
 
     def __init__(self, root: Path) -> None:
@@ -579,25 +568,30 @@ class _Packs:
         self._own: set[str] = set()
         self._count = 0
 
-    def append(self, blobs: Sequence[bytes]) -> _Appended:
+    def reserve(self, sizes: Sequence[int]) -> _Appended:
+        """Room at the end of the current pack for blobs of ``sizes`` (a new pack when needed), held open
+        for the caller's transaction until :meth:`_Appended.release`."""
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         with self._lock:
             pack = self._current
             if pack is None or pack.end >= PACK_MAX_BYTES or not pack.relative.startswith(f"{PACKS_FOLDER}/{day}/"):
                 pack = self._start(day)
             offsets: list[int] = []
-            end = pack.end
-            for blob in blobs:
-                offsets.append(end)
-                end += len(blob)
-            try:
-                _write_all(pack.fd, b"".join(blobs))
-            except BaseException:
-                self._retire(pack)  # what reached the file is unknown: nothing more goes after it
-                raise
-            pack.end = end
+            for size in sizes:
+                offsets.append(pack.end)
+                pack.end += size
             pack.in_flight += 1
             return _Appended(self, pack, offsets)
+
+    def append(self, blobs: Sequence[bytes]) -> _Appended:
+        """Reserve room for ``blobs`` and write them (unsynced)."""
+        appended = self.reserve([len(blob) for blob in blobs])
+        try:
+            appended.write(list(zip(appended.offsets, blobs, strict=True)))
+        except BaseException:
+            appended.release()
+            raise
+        return appended
 
     def _start(self, day: str) -> _PackFile:
         if self._current is not None:
@@ -680,6 +674,23 @@ class _Appended:
     def relative(self) -> str:
         return self.pack.relative
 
+    def write(self, pieces: Sequence[tuple[int, bytes]]) -> None:
+        """Write each ``(offset, data)`` (offsets from this reservation, ascending), adjacent ones in one call."""
+        runs: list[tuple[int, list[bytes]]] = []
+        end = -1
+        for offset, data in pieces:
+            if offset == end:
+                runs[-1][1].append(data)
+            else:
+                runs.append((offset, [data]))
+            end = offset + len(data)
+        try:
+            for offset, chunks in runs:
+                _write_all_at(self.pack.fd, b"".join(chunks), offset)
+        except BaseException:
+            self.packs.retire(self.pack)  # what reached the file is unknown: nothing more goes there
+            raise
+
     def start_sync(self) -> None:
         """Start the ``fdatasync`` on a helper thread, so it overlaps the rest of the transaction."""
         try:
@@ -743,10 +754,11 @@ def _sync_pack(fd: int) -> None:
     sync(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all_at(fd: int, data: bytes, offset: int) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view) :]
+        written = os.pwrite(fd, view, offset)
+        view, offset = view[written:], offset + written
 
 
 def _make_folders_durable(root: str, folder: str) -> None:
@@ -792,7 +804,10 @@ def _unlink_packs(root: Path, relatives: Sequence[str]) -> None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         folders.add((root / relative).parent)
+    recent = {(datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%d") for days in (0, 1)}
     for folder in folders:
+        if folder.name in recent:
+            continue  # a new pack may be starting there
         with contextlib.suppress(OSError):  # not empty: other packs still there
             folder.rmdir()
 

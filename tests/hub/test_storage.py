@@ -283,6 +283,13 @@ def test_a_batch_of_disk_images_is_made_durable_once(
     store_reads(database.sessions, records, node_id, images)
     store_reads(database.sessions, [make_record(crop_jpeg=shared)], node_id, images)
     assert durable.pack_syncs == 1 and pack.stat().st_size == sum(len(c) for c in contents)
+    # Stored and new content in one group: only the new is written (the stored one's room stays a hole).
+    fresh = make_record(crop_jpeg=shared, context_jpeg=b"\xff\xd8fresh\xff\xd9")
+    store_reads(database.sessions, [fresh], node_id, images)
+    assert durable.pack_syncs == 2 and pack.read_bytes().count(shared) == 1
+    with database.sessions() as session:
+        assert images.get(session, sha256_hex(b"\xff\xd8fresh\xff\xd9")) == b"\xff\xd8fresh\xff\xd9"
+        assert images.get(session, sha256_hex(shared)) == shared
     with database.sessions() as session:
         digest = images.put(session, b"\xff\xd8lone\xff\xd9", "crop")
         session.commit()
