@@ -419,9 +419,16 @@ NodeSpec = tuple[str, tuple[str, str], list[tuple[str, bytes]], list[float]]
 
 
 def _drive_child(
-    conn: Any, endpoint: str, hub_public: str, runs: list[list[NodeSpec]], batch: int, timeout_s: float
+    conn: Any,
+    endpoint: str | dict[str, str],
+    hub_public: str,
+    runs: list[list[NodeSpec]],
+    batch: int,
+    timeout_s: float,
 ) -> None:
-    """In a process of its own: connect the nodes, drive each run in turn, send back every run's result."""
+    """In a process of its own: connect the nodes, drive each run in turn, send back every run's result.
+
+    ``endpoint`` is the hub's, or one per node name (several hub processes)."""
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
     sockets: dict[str, zmq.Socket[bytes]] = {}
     try:
@@ -429,7 +436,8 @@ def _drive_child(
         for specs in runs:
             for name, keys, _reads, _due in specs:
                 if name not in sockets:
-                    sockets[name] = dealer(context, endpoint, keys, hub_public)
+                    where = endpoint if isinstance(endpoint, str) else endpoint[name]
+                    sockets[name] = dealer(context, where, keys, hub_public)
             results.append(drive([SimNode(n, sockets[n], reads, due) for n, _k, reads, due in specs], batch, timeout_s))
         conn.send(results)
     except Exception as exc:  # reported to the parent, which raises it
@@ -441,7 +449,7 @@ def _drive_child(
 
 
 def drive_elsewhere(
-    endpoint: str, hub_public: str, runs: list[list[NodeSpec]], batch: int, timeout_s: float
+    endpoint: str | dict[str, str], hub_public: str, runs: list[list[NodeSpec]], batch: int, timeout_s: float
 ) -> list[DriveResult]:
     """:func:`drive` in a separate process, as real nodes are: the hub does not share its interpreter lock
     with the clients. Every run goes over the same connections (the first one can be a warm-up)."""
@@ -457,6 +465,92 @@ def drive_elsewhere(
         raise outcome
     results: list[DriveResult] = outcome
     return results
+
+
+def _ingest_child(
+    conn: Any,
+    url: str,
+    images_mode: Literal["disk", "db"],
+    images_root: Path,
+    curve: tuple[bytes, bytes],
+    spool_private: bytes,
+) -> None:
+    """One hub ingest process: serve until told to stop, then report how many reads it stored."""
+    engine = make_engine(url)
+    server = IngestServer(
+        "tcp://127.0.0.1:*",
+        curve[0],
+        curve[1],
+        session_factory(engine),
+        ImageStore(images_mode, images_root if images_mode == "disk" else None),
+        Opener(spool_private),
+    )
+    server.start()
+    try:
+        conn.send(server.endpoint)
+        conn.recv()
+    finally:
+        server.stop()
+        engine.dispose()
+    conn.send(server.stats.reads_stored)
+
+
+def bench_ingest_processes(backend: Backend, databases: Databases, args: argparse.Namespace) -> Result:
+    """Sustained ingest with ``--hub-processes`` hub processes on one database, nodes spread over them."""
+    rng = random.Random(2)
+    context = multiprocessing.get_context("spawn")
+    with databases.fresh(backend, "ingest-n") as url, opened(url) as (_engine, sessions):
+        names = [f"bench-{i:02d}" for i in range(args.nodes)]
+        keys = enroll_nodes(sessions, names)
+        curve_public, curve_secret = zmq.curve_keypair()
+        spool_public, spool_private = generate_spool_keypair()
+        sealer = Sealer(spool_public)
+        images_root = databases.workdir / f"images-{backend}-{uuid.uuid4().hex[:6]}"
+        hubs = []
+        for _ in range(args.hub_processes):
+            parent, child = context.Pipe()
+            process = context.Process(
+                target=_ingest_child,
+                args=(child, url, args.images, images_root, (curve_public, curve_secret), spool_private),
+            )
+            process.start()
+            hubs.append((process, parent))
+        try:
+            endpoints = [parent.recv() for _, parent in hubs]
+            where = {name: endpoints[i % len(endpoints)] for i, name in enumerate(names)}
+            per_node = max(1, args.reads // args.nodes)
+            warm: list[NodeSpec] = [
+                (n, keys[n], sealed_reads(n, 4, sealer, args.crop_bytes, rng), [0.0] * 4) for n in names
+            ]
+            note(f"{backend}: sealing {per_node * args.nodes} reads for {args.hub_processes} hub processes")
+            specs: list[NodeSpec] = [
+                (n, keys[n], sealed_reads(n, per_node, sealer, args.crop_bytes, rng), [0.0] * per_node) for n in names
+            ]
+            done = drive_elsewhere(where, curve_public.decode(), [warm, specs], args.batch, 3600.0)[1]
+        finally:
+            stored = 0
+            for process, parent in hubs:
+                parent.send("stop")
+                stored += parent.recv()
+                process.join(60)
+            shutil.rmtree(images_root, ignore_errors=True)
+    total = per_node * args.nodes
+    if stored != total + len(warm) * 4:
+        raise RuntimeError(f"{stored} reads stored, expected {total + len(warm) * 4}")
+    return Result(
+        "ingest",
+        backend,
+        {"reads_per_s": round(total / done.elapsed_s, 1), "reads": total, "elapsed_s": round(done.elapsed_s, 3)},
+        {
+            "nodes": args.nodes,
+            "batch": args.batch,
+            "crop_bytes": args.crop_bytes,
+            "images": args.images,
+            "clients": "another process",
+            "hub_processes": args.hub_processes,
+        },
+        f"{total / done.elapsed_s:,.0f} reads/s with {args.hub_processes} hub processes",
+    )
 
 
 def start_ingest(
@@ -487,8 +581,9 @@ def bench_ingest_and_ack(
         images_root = databases.workdir / f"images-{backend}-{uuid.uuid4().hex[:6]}"
         server, hub_public, sealer = start_ingest(sessions, args.images, images_root)
         try:
-            warm: list[NodeSpec] = [(n, keys[n], sealed_reads(n, 4, sealer, args.crop_bytes, rng), [0.0] * 4)
-                                    for n in names]  # fmt: skip
+            warm: list[NodeSpec] = [
+                (n, keys[n], sealed_reads(n, 4, sealer, args.crop_bytes, rng), [0.0] * 4) for n in names
+            ]
             if "ingest" in run:
                 per_node = max(1, args.reads // args.nodes)
                 note(f"{backend}: sealing {per_node * args.nodes} reads for the ingest run")
@@ -861,6 +956,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--nodes", type=int, help="simulated nodes (ingest, ack)")
     parser.add_argument("--reads", type=int, help="reads for the ingest throughput run")
     parser.add_argument("--batch", type=int, help="most reads per message, as the uplink's batch_size")
+    parser.add_argument(
+        "--hub-processes",
+        type=int,
+        default=1,
+        help="ingest: also measure this many hub processes on one database (nodes spread over them)",
+    )
     parser.add_argument("--crop-bytes", type=int, default=3000, help="size of each read's (random) crop JPEG")
     parser.add_argument("--images", choices=["disk", "db"], default="disk", help="the hub's image store mode")
     parser.add_argument("--paced-rate", type=float, help="reads/s offered in the ack latency run")
@@ -880,8 +981,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, value in sizes.items():
         if getattr(args, name) is None:
             setattr(args, name, value)
-    positive = ("nodes", "reads", "batch", "paced_rate", "paced_seconds", "hotlist_entries", "match_reads",
-                "search_reads", "reads_per_plate", "searches", "hits")  # fmt: skip
+    positive = (
+        "nodes",
+        "reads",
+        "batch",
+        "paced_rate",
+        "paced_seconds",
+        "hotlist_entries",
+        "match_reads",
+        "search_reads",
+        "reads_per_plate",
+        "searches",
+        "hits",
+    )
     for name in positive:
         if getattr(args, name) <= 0:
             parser.error(f"--{name.replace('_', '-')} must be positive")
@@ -932,6 +1044,8 @@ def main(argv: list[str] | None = None) -> int:
             if run & {"ingest", "ack"}:
                 for result in bench_ingest_and_ack(backend, databases, args, run):
                     emit(result)
+            if "ingest" in run and args.hub_processes > 1:
+                emit(bench_ingest_processes(backend, databases, args))
             if run & {"match", "hits"}:
                 with databases.fresh(backend, "hotlist") as url, opened(url) as (engine, sessions):
                     note(f"{backend}: inserting {args.hotlist_entries:,} hot-list entries")
