@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
 
@@ -53,8 +54,15 @@ class ApiServer:
         self.thread = threading.Thread(target=self.server.run, name="api", daemon=True)
         self.url = f"{'https' if api.tls_cert else 'http'}://{api.bind}"
 
-    def start(self) -> None:
+    def start(self, timeout_s: float = 15.0) -> None:
+        """Start serving; raises if the API is not listening within ``timeout_s`` (port taken, bad TLS files)."""
         self.thread.start()
+        deadline = time.monotonic() + timeout_s
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                self.server.should_exit = True
+                raise RuntimeError(f"the API could not listen on {self.url} (see the log above)")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         self.server.should_exit = True
@@ -92,11 +100,11 @@ class HubService:
         self.api = ApiServer(config, self.compliance) if config.api.enabled else None
 
     def start(self) -> None:
+        if self.api is not None:  # first: if its port is taken, fail before anything else runs
+            self.api.start()
         self.hotlists.refresh(force=True)
         self.ingest.start()
         self.retention.start()
-        if self.api is not None:
-            self.api.start()
         logger.info("hub %s serving: ingest %s, hits on %s, API %s", self.config.hub.name, self.ingest.endpoint,
                     self.publisher.endpoint, self.api.url if self.api else "off")  # fmt: skip
 

@@ -190,6 +190,8 @@ def write_hub_config(tmp_path: Path, database_url: str | None, ingest_port: int,
         f'pub_bind = "tcp://127.0.0.1:{pub_port}"',
         "[retention]",
         "interval_s = 3600.0",
+        "[api]",
+        f'bind = "127.0.0.1:{free_port()}"',
     ]
     path = tmp_path / "hub.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
