@@ -21,6 +21,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import orjson
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, make_url
@@ -48,6 +49,12 @@ def normalize_url(url: str | URL) -> URL:
     return parsed
 
 
+def json_dumps(value: Any) -> str:
+    """The hub's JSON encoder for JSON columns (orjson: several times faster than ``json.dumps`` per read,
+    which ingest does five times a read). Compact text; what it decodes to is what ``json.dumps`` gives."""
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
     """An engine for ``url`` configured for the hub (see the module docstring).
 
@@ -55,6 +62,7 @@ def make_engine(url: str | URL, **engine_kwargs: Any) -> Engine:
     :func:`sqlalchemy.create_engine` (pool sizes, ``echo``...).
     """
     parsed = normalize_url(url)
+    engine_kwargs.setdefault("json_serializer", json_dumps)
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database or ""
         if database and database != ":memory:" and not database.startswith("file:"):

@@ -67,6 +67,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edge.recognition.formats import normalize_plate
 from edge.wire import ReadRecord
+from hub.db import json_dumps
 from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText, UTCDateTime
 
 logger = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class _BulkInsert:
         if not rows:
             return []
         if self.dialect == "postgresql":
-            return self._run(connection, self.sql, (json.dumps(rows),))
+            return self._run(connection, self.sql, (json_dumps(rows),))
         limit = connection.connection.driver_connection.getlimit(  # type: ignore[union-attr]
             sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER
         )
