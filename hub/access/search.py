@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from edge.recognition.formats import lookalike_variants, normalize_plate
@@ -21,6 +21,8 @@ from hub.storage import prefix_upper_bound
 
 MAX_PAGE_SIZE = 100
 MAX_RADIUS_M = 50_000.0
+MAX_ID_LIST = 20_000
+"""Reads matching a plate or look-alike set that are passed to the main query as a list of ids."""
 _M_PER_DEG_LAT = 110_574.0
 _M_PER_DEG_LON_EQUATOR = 111_320.0
 
@@ -89,12 +91,12 @@ class SearchQuery(BaseModel):
         return self.model_dump(mode="json", exclude_none=True, exclude={"page", "page_size"})
 
 
-def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
+def _conditions(session: Session, query: SearchQuery) -> list[ColumnElement[bool]]:
     conditions: list[ColumnElement[bool]] = []
     if query.plate:
-        conditions.append(_any_text_in({query.plate}))
+        conditions.append(_any_text_in(session, {query.plate}))
     if query.fuzzy:
-        conditions.append(_any_text_in(lookalike_variants(query.fuzzy, 1)))
+        conditions.append(_any_text_in(session, lookalike_variants(query.fuzzy, 1)))
     if query.pattern:
         conditions.extend(_pattern(query.pattern))
     if query.from_utc:
@@ -110,11 +112,17 @@ def _conditions(query: SearchQuery) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def _any_text_in(texts: set[str]) -> ColumnElement[bool]:
-    # read_candidate_texts holds every text a read could be, its plate included (hub.storage), so one
-    # indexed lookup there finds plate and candidate matches alike.
-    matching = select(ReadCandidateText.read_id).where(ReadCandidateText.text.in_(sorted(texts)))
-    return Read.read_id.in_(matching)
+def _any_text_in(session: Session, texts: set[str]) -> ColumnElement[bool]:
+    """Reads that could be any of ``texts``: their plate or one of their candidates.
+
+    read_candidate_texts holds every text a read could be, its plate included (hub.storage), so one
+    indexed lookup there finds both. The ids are fetched first and handed to the main query as a list:
+    as a subquery, PostgreSQL's planner tends to walk the whole time index newest-first looking for the
+    few matching rows (seconds over a million reads) instead of starting from them.
+    """
+    matching = select(ReadCandidateText.read_id).where(ReadCandidateText.text.in_(sorted(texts))).distinct()
+    ids = list(session.execute(matching.limit(MAX_ID_LIST + 1)).scalars())
+    return Read.read_id.in_(matching) if len(ids) > MAX_ID_LIST else Read.read_id.in_(ids)
 
 
 def _pattern(pattern: str) -> list[ColumnElement[bool]]:
@@ -143,15 +151,12 @@ def _within(place: Place) -> ColumnElement[bool]:
     )
 
 
-def _base(query: SearchQuery) -> Select[Read, str]:
-    return select(Read, Node.name).join(Node, Node.id == Read.node_id).where(*_conditions(query))
-
-
 def search_reads(session: Session, query: SearchQuery) -> tuple[list[tuple[Read, str]], int]:
     """One page of matching reads (newest first) with their node names, and the total number of matches."""
-    total = session.execute(select(func.count()).select_from(_base(query).subquery())).scalar_one()
+    base = select(Read, Node.name).join(Node, Node.id == Read.node_id).where(*_conditions(session, query))
+    total = session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
     rows = session.execute(
-        _base(query)
+        base
         .order_by(Read.best_utc.desc(), Read.read_id.desc())
         .limit(query.page_size)
         .offset((query.page - 1) * query.page_size)
