@@ -4,9 +4,13 @@
     python scripts/make_ocr_data.py real --manifest ../shared/datasets/detect/manifest.jsonl \
         --teacher-cct ../shared/teachers/cct_xs_v1_global.onnx --out runs/ocr_data/real.npz
 
-Real crops keep a label only when both teachers read the same 4-9 characters with confidence
-(see ``--min-ppocr`` and ``--min-cct``); the labels file beside the npz lists every crop with both
-readings so the selection can be audited. Crops are stored with a margin so training can jitter them.
+Real crops keep a label only when both teachers read the same 4-9 characters with confidence:
+on the tight box (``--min-ppocr``, ``--min-cct``: rule "strict") or on any pair of the tight box and
+the engine's padded crop (``--relaxed-ppocr``, ``--relaxed-cct``: rule "agree"); PP-OCRv4 alone at
+very high confidence (``--alone-mean``, ``--alone-min``: rule "ppocr") is recorded when asked for, and
+``train_ocr.py --real-rules`` chooses which rules to train on. Train photos also give crops at the
+shipped detector's boxes. The labels file beside the npz lists every crop with the teachers' readings
+so the selection can be audited. Crops are stored with a margin so training can jitter them.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import json
 import logging
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -23,9 +28,12 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
+from edge.recognition.geometry import box_iou  # noqa: E402
+from edge.recognition.ocr import crop_plate  # noqa: E402
 from scripts.trainlib.manifest import read_manifest  # noqa: E402
 from scripts.trainlib.synth import synth_sample  # noqa: E402
-from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher  # noqa: E402
+from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher, TeacherRead  # noqa: E402
 
 logger = logging.getLogger("make_ocr_data")
 
@@ -70,53 +78,178 @@ def tight_crop(img: np.ndarray, box: tuple[float, float, float, float]) -> np.nd
     return img[max(0, y1) : min(h, y2), max(0, x1) : min(w, x2)]
 
 
-def make_real(manifest: Path, cct_path: Path, out: Path, min_ppocr: float, min_cct: float) -> None:
-    pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
-    crops: list[np.ndarray] = []
-    labels: list[str] = []
-    splits: list[str] = []
-    audit = []
-    for item in read_manifest(manifest):
-        img = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
-        if img is None:
-            continue
-        for plate, box in zip(item.plates, item.boxes_for(img.shape[1], img.shape[0]), strict=True):
-            stored = cut_with_margin(img, box)
-            tight = tight_crop(img, box)
-            if stored is None or tight.size == 0:
-                continue
-            a, b = pp.read(tight), cct.read(tight)
-            agree = (
+def _agree(pp_reads: list[TeacherRead], cct_reads: list[TeacherRead], min_ppocr: float, min_cct: float) -> str | None:
+    """The text both teachers read on some pair of crops of one plate (4-9 characters), confidently."""
+    for a in pp_reads:
+        for b in cct_reads:
+            if (
                 a.text == b.text
                 and 4 <= len(a.text) <= 9
                 and a.mean_confidence >= min_ppocr
                 and b.min_confidence >= min_cct
-            )
-            label = plate.text or (a.text if agree else None)
+            ):
+                return a.text
+    return None
+
+
+def _ppocr_alone(pp_reads: list[TeacherRead], min_mean: float, min_char: float) -> str | None:
+    """PP-OCRv4's text when it reads every crop of the plate the same, 5-8 characters, very confidently."""
+    texts = {a.text for a in pp_reads}
+    if len(texts) != 1 or not all(a.mean_confidence >= min_mean and a.min_confidence >= min_char for a in pp_reads):
+        return None
+    text = texts.pop()
+    return text if 5 <= len(text) <= 8 else None
+
+
+@dataclass
+class LabelRule:
+    """Which teacher readings make a label (see module docstring)."""
+
+    min_ppocr: float
+    min_cct: float
+    relaxed_ppocr: float
+    relaxed_cct: float
+    alone_mean: float
+    alone_min: float
+
+    def strict(self, tight_pp: TeacherRead, tight_cct: TeacherRead) -> str | None:
+        return _agree([tight_pp], [tight_cct], self.min_ppocr, self.min_cct)
+
+    def label(self, pp_reads: list[TeacherRead], cct_reads: list[TeacherRead]) -> tuple[str | None, str]:
+        text = _agree(pp_reads[:1], cct_reads[:1], self.min_ppocr, self.min_cct)
+        if text:
+            return text, "strict"
+        text = _agree(pp_reads, cct_reads, self.relaxed_ppocr, self.relaxed_cct)
+        if text:
+            return text, "agree"
+        if self.alone_mean <= 1.0:
+            text = _ppocr_alone(pp_reads, self.alone_mean, self.alone_min)
+            if text:
+                return text, "ppocr"
+        return None, ""
+
+
+def runtime_crop(img: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+    """The crop the engine hands the OCR model (edge/recognition/ocr.py: crop_plate)."""
+    return crop_plate(img, box)
+
+
+def make_real(manifest: Path, cct_path: Path, out: Path, rule: LabelRule, detector_crops: bool) -> None:
+    """Crops at the labelled boxes (all splits) and at the shipped detector's boxes (train split only).
+
+    Each plate is read by both teachers on the tight box and on the engine's padded crop; the label
+    rule is ``LabelRule.label``. A detector box takes the label of the labelled box it overlaps
+    (IoU >= 0.3); a detector box on an unlabelled plate gets a label only by the strict rule.
+    ``kinds`` records "box" or "det", ``rules`` which rule gave the label ("strict", "agree", "ppocr").
+    """
+    pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
+    detector = OnnxPlateDetector(threads=1) if detector_crops else None
+    crops: list[np.ndarray] = []
+    labels: list[str] = []
+    splits: list[str] = []
+    kinds: list[str] = []
+    rules: list[str] = []
+    audit = []
+    t0 = time.time()
+
+    def reads(img: np.ndarray, box: tuple[float, float, float, float]) -> tuple[list[TeacherRead], list[TeacherRead]]:
+        variants = [c for c in (tight_crop(img, box), runtime_crop(img, box)) if c.size and min(c.shape[:2]) >= 2]
+        return [pp.read(c) for c in variants], [cct.read(c) for c in variants]
+
+    items = read_manifest(manifest)
+    for n_item, item in enumerate(items):
+        img = cv2.imread(str(item.path), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        split = item.split or "train"
+        boxes = item.boxes_for(img.shape[1], img.shape[0])
+        box_labels: list[tuple[str | None, str]] = []
+        for plate, box in zip(item.plates, boxes, strict=True):
+            stored = cut_with_margin(img, box)
+            tight = tight_crop(img, box)
+            if stored is None or tight.size == 0:
+                box_labels.append((None, ""))
+                continue
+            pp_reads, cct_reads = reads(img, box)
+            label, how = (plate.text, "given") if plate.text else rule.label(pp_reads, cct_reads)
+            box_labels.append((label, how))
             audit.append(
                 {
                     "path": str(item.path.name),
                     "source": item.source,
                     "license": item.license,
-                    "split": item.split,
+                    "split": split,
+                    "kind": "box",
                     "box": [round(v, 1) for v in box],
-                    "ppocr": a.text,
-                    "ppocr_conf": round(a.mean_confidence, 3),
-                    "cct": b.text,
-                    "cct_min_conf": round(b.min_confidence, 3),
+                    "ppocr": [a.text for a in pp_reads],
+                    "ppocr_conf": [round(a.mean_confidence, 3) for a in pp_reads],
+                    "cct": [b.text for b in cct_reads],
+                    "cct_min_conf": [round(b.min_confidence, 3) for b in cct_reads],
                     "label": label,
+                    "rule": how,
                 }
             )
             if label:
                 crops.append(cv2.cvtColor(stored, cv2.COLOR_BGR2GRAY))
                 labels.append(label)
-                splits.append(item.split or "train")
+                splits.append(split)
+                kinds.append("box")
+                rules.append(how)
+        if detector is None or split != "train":
+            continue
+        for det in detector.detect(img):
+            stored = cut_with_margin(img, det.box)
+            if stored is None:
+                continue
+            overlaps = [box_iou(det.box, b) for b in boxes]
+            best = int(np.argmax(overlaps)) if overlaps else -1
+            if best >= 0 and overlaps[best] >= 0.3:
+                label, how = box_labels[best]
+                teacher_reads: tuple[list[TeacherRead], list[TeacherRead]] = ([], [])
+            elif best >= 0 and overlaps[best] > 0.0:
+                continue  # a poor box on a labelled plate: neither its label nor a new one
+            else:
+                teacher_reads = reads(img, det.box)
+                label = rule.strict(teacher_reads[0][0], teacher_reads[1][0]) if teacher_reads[0] else None
+                how = "strict" if label else ""
+            audit.append(
+                {
+                    "path": str(item.path.name),
+                    "source": item.source,
+                    "license": item.license,
+                    "split": split,
+                    "kind": "det",
+                    "box": [round(v, 1) for v in det.box],
+                    "ppocr": [a.text for a in teacher_reads[0]],
+                    "cct": [b.text for b in teacher_reads[1]],
+                    "label": label,
+                    "rule": how,
+                }
+            )
+            if label:
+                crops.append(cv2.cvtColor(stored, cv2.COLOR_BGR2GRAY))
+                labels.append(label)
+                splits.append(split)
+                kinds.append("det")
+                rules.append(how)
+        if (n_item + 1) % 500 == 0:
+            logger.info("%d/%d photos, %d labelled crops, %.0fs", n_item + 1, len(items), len(labels), time.time() - t0)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out, images=np.stack(crops), labels=np.array(labels), splits=np.array(splits))
+    np.savez_compressed(
+        out,
+        images=np.stack(crops),
+        labels=np.array(labels),
+        splits=np.array(splits),
+        kinds=np.array(kinds),
+        rules=np.array(rules),
+    )
     with out.with_suffix(".labels.jsonl").open("w", encoding="utf-8") as fh:
         for row in audit:
             fh.write(json.dumps(row) + "\n")
-    logger.info("%d boxes, %d labelled crops (%d train)", len(audit), len(labels), splits.count("train"))
+    counts = {f"{s}/{k}/{r}": 0 for s, k, r in zip(splits, kinds, rules, strict=True)}
+    for s, k, r in zip(splits, kinds, rules, strict=True):
+        counts[f"{s}/{k}/{r}"] += 1
+    logger.info("%d crops read, %d labelled: %s", len(audit), len(labels), dict(sorted(counts.items())))
 
 
 def main() -> None:
@@ -132,12 +265,22 @@ def main() -> None:
     real.add_argument("--out", type=Path, default=Path("runs/ocr_data/real.npz"))
     real.add_argument("--min-ppocr", type=float, default=0.85)
     real.add_argument("--min-cct", type=float, default=0.5)
+    real.add_argument("--relaxed-ppocr", type=float, default=0.75, help="agreement on any crop pair, PP-OCR mean")
+    real.add_argument("--relaxed-cct", type=float, default=0.3, help="agreement on any crop pair, CCT minimum")
+    real.add_argument(
+        "--alone-mean", type=float, default=2.0, help="PP-OCR alone: mean confidence (> 1 turns this off)"
+    )
+    real.add_argument("--alone-min", type=float, default=0.9, help="PP-OCR alone: lowest character confidence")
+    real.add_argument("--no-detector", action="store_true", help="skip crops at the shipped detector's boxes")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "synth":
         make_synth(args.count, args.seed, args.out)
     else:
-        make_real(args.manifest, args.teacher_cct, args.out, args.min_ppocr, args.min_cct)
+        rule = LabelRule(
+            args.min_ppocr, args.min_cct, args.relaxed_ppocr, args.relaxed_cct, args.alone_mean, args.alone_min
+        )
+        make_real(args.manifest, args.teacher_cct, args.out, rule, not args.no_detector)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,29 @@ FONT_FILES: dict[str, str] = {
     "/usr/share/fonts/truetype/freefont/FreeSansBold.ttf": "fonts-freefont-ttf (GPL-3+ with font exception)",
     "/usr/share/fonts/truetype/roboto/unhinted/RobotoTTF/Roboto-Bold.ttf": "fonts-roboto-unhinted (Apache-2.0)",
 }
+# California's plates use a tall condensed face: these (from the same packages) come closest.
+CA_FONT_FILES: tuple[str, ...] = (
+    "/usr/share/fonts/opentype/bebas-neue/BebasNeue-Bold.otf",
+    "/usr/share/fonts/opentype/bebas-neue/BebasNeue-Regular.otf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Regular.ttf",
+    "/usr/share/fonts/truetype/open-sans/OpenSans-CondBold.ttf",
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+)
+DEALERS = (
+    "DMV.CA.GOV",
+    "dmv.ca.gov",
+    "SAN DIEGO HONDA",
+    "TOYOTA OF ESCONDIDO",
+    "LAND OF LINCOLN",
+    "MISSION VALLEY FORD",
+    "KEARNY MESA",
+    "LEXUS OF SAN DIEGO",
+    "CARMAX",
+    "NORTH COUNTY BMW",
+    "I LOVE MY DOG",
+    "UC SAN DIEGO ALUMNI",
+)
 SMALL_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf"
 SCRIPT_FONT = "/usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed-BoldItalic.ttf"
 
@@ -66,7 +89,7 @@ class Layout:
 
 
 LAYOUTS: tuple[Layout, ...] = (
-    Layout("us-ca", ("DLLLDDD",), 2.0, 4.0),
+    Layout("us-ca", ("DLLLDDD", "DLLLDDD", "DLLLDDD", "DLDDDDD", "DDDDDLD"), 2.0, 6.0),
     Layout(
         "us",
         (
@@ -172,21 +195,63 @@ def _text_image(
     return canvas.crop((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
 
 
-def _paste_fit(plate: Image.Image, row: Image.Image, box: tuple[int, int, int, int], rng: np.random.Generator) -> None:
-    """Stretch a row into a box, keeping a plausible width/height ratio."""
+def _paste_fit(
+    plate: Image.Image,
+    row: Image.Image,
+    box: tuple[int, int, int, int],
+    rng: np.random.Generator,
+    fill: float | None = None,
+) -> tuple[int, int, int, int]:
+    """Stretch a row into a box, keeping a plausible width/height ratio (or filling ``fill`` of the
+    box's width); returns where the row went."""
     x1, y1, x2, y2 = box
     bw, bh = x2 - x1, y2 - y1
     h = bh
-    w = int(row.width * h / max(row.height, 1) * rng.uniform(0.8, 1.15))
+    w = int(bw * fill) if fill else int(row.width * h / max(row.height, 1) * rng.uniform(0.8, 1.15))
     if w > bw:
         w = bw
     resized = row.resize((max(w, 1), max(h, 1)), Image.Resampling.BILINEAR)
     offset = x1 + (bw - w) // 2 + int(rng.integers(-max(1, (bw - w) // 4), max(1, (bw - w) // 4) + 1))
-    plate.paste(resized, (max(x1, min(offset, x2 - w)), y1))
+    x = max(x1, min(offset, x2 - w))
+    plate.paste(resized, (x, y1))
+    return x, y1, x + w, y1 + h
 
 
-def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str]:
-    """One clean plate image (RGB), its label and its layout name."""
+def _stickers(draw: ImageDraw.ImageDraw, width: int, height: int, rng: np.random.Generator) -> None:
+    """Registration stickers in the top corners (month and year), not part of the plate's text."""
+    small = ImageFont.truetype(SMALL_FONT, max(8, int(height * 0.09)))
+    for corner in range(2):
+        if rng.random() < 0.45:
+            continue
+        sw, sh = int(width * rng.uniform(0.07, 0.12)), int(height * rng.uniform(0.1, 0.17))
+        x = int(width * rng.uniform(0.03, 0.08)) if corner == 0 else width - sw - int(width * rng.uniform(0.03, 0.08))
+        y = int(height * rng.uniform(0.04, 0.1))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        draw.rectangle((x, y, x + sw, y + sh), fill=colour)
+        if rng.random() < 0.6:
+            draw.text((x + 2, y + 1), str(rng.integers(10, 30)), font=small, fill=(0, 0, 0))
+
+
+def _frame(draw: ImageDraw.ImageDraw, width: int, height: int, top: int, bottom: int, rng: np.random.Generator) -> None:
+    """A licence plate frame: dark or chrome bands over the plate's edges, often with a dealer's name."""
+    colour = _color(rng, (20, 20, 20), 15) if rng.random() < 0.7 else _color(rng, (170, 170, 175), 30)
+    text_colour = (235, 235, 235) if sum(colour) < 300 else (20, 20, 20)
+    band_top = int(min(top * 0.9, height * rng.uniform(0.04, 0.12)))
+    band_bottom = int(min((height - bottom) * 0.95, height * rng.uniform(0.08, 0.18)))
+    side = int(width * rng.uniform(0.01, 0.035))
+    draw.rectangle((0, 0, width, band_top), fill=colour)
+    draw.rectangle((0, height - band_bottom, width, height), fill=colour)
+    draw.rectangle((0, 0, side, height), fill=colour)
+    draw.rectangle((width - side, 0, width, height), fill=colour)
+    if band_bottom > height * 0.07 and rng.random() < 0.8:
+        footer = ImageFont.truetype(SMALL_FONT, max(8, int(band_bottom * 0.7)))
+        text = str(DEALERS[int(rng.integers(len(DEALERS)))])
+        fw = footer.getlength(text)
+        draw.text(((width - fw) / 2, height - band_bottom * 0.95), text, font=footer, fill=text_colour)
+
+
+def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple[int, int, int, int]]:
+    """One clean plate image (RGB), its label, its layout name and the box around its characters."""
     weights = np.array([layout.weight for layout in LAYOUTS])
     layout = LAYOUTS[int(rng.choice(len(LAYOUTS), p=weights / weights.sum()))]
     pattern = layout.patterns[int(rng.integers(len(layout.patterns)))]
@@ -194,6 +259,8 @@ def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str]:
     height = 160
     width = int(height * layout.aspect * rng.uniform(0.9, 1.1))
     font_path = list(FONT_FILES)[int(rng.integers(len(FONT_FILES)))]
+    if layout.name == "us-ca" and rng.random() < 0.8 or layout.name == "us" and rng.random() < 0.3:
+        font_path = CA_FONT_FILES[int(rng.integers(len(CA_FONT_FILES)))]
 
     bg, fg = _colors(layout.name, rng)
     plate = Image.new("RGB", (width, height), bg)
@@ -222,19 +289,34 @@ def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str]:
         draw.text(((width - tw) / 2, height * 0.02), state, font=small, fill=color)
         if rng.random() < 0.5:
             footer = ImageFont.truetype(SMALL_FONT, int(height * 0.09))
-            text = rng.choice(["DMV.CA.GOV", "dmv.ca.gov", "SAN DIEGO HONDA", "TOYOTA OF ESCONDIDO", "LAND OF LINCOLN"])
-            fw = footer.getlength(str(text))
-            draw.text(((width - fw) / 2, height * 0.87), str(text), font=footer, fill=fg)
+            text = str(DEALERS[int(rng.integers(len(DEALERS)))])
+            fw = footer.getlength(text)
+            draw.text(((width - fw) / 2, height * 0.87), text, font=footer, fill=fg)
         top, bottom = int(height * 0.24), int(height * 0.84)
+        if layout.name == "us-ca":
+            top, bottom = int(height * rng.uniform(0.24, 0.3)), int(height * rng.uniform(0.76, 0.84))
+    fill = float(rng.uniform(0.72, 0.92)) if layout.name == "us-ca" and rng.random() < 0.7 else None
 
     rows = printed.split("/") if layout.two_rows else [printed]
     row_h = (bottom - top) // len(rows)
+    placed = []
     for i, row_text in enumerate(rows):
         row = _text_image(row_text, font_path, 120, fg, bg, rng)
-        _paste_fit(plate, row, (left, top + i * row_h + 2, right, top + (i + 1) * row_h - 2), rng)
+        box = (left, top + i * row_h + 2, right, top + (i + 1) * row_h - 2)
+        placed.append(_paste_fit(plate, row, box, rng, fill))
+    if layout.name in ("us", "us-ca") and rng.random() < 0.5:
+        _stickers(draw, width, height, rng)
     if rng.random() < 0.7:
         draw.rectangle((2, 2, width - 3, height - 3), outline=fg, width=int(rng.integers(2, 6)))
-    return plate, label_of(printed), layout.name
+    if layout.name in ("us", "us-ca", "random") and rng.random() < 0.45:
+        _frame(draw, width, height, top, bottom, rng)
+    text_box = (
+        min(b[0] for b in placed),
+        min(b[1] for b in placed),
+        max(b[2] for b in placed),
+        max(b[3] for b in placed),
+    )
+    return plate, label_of(printed), layout.name, text_box
 
 
 def _colors(layout: str, rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -267,8 +349,18 @@ def _dirt(img: NpImage, rng: np.random.Generator) -> NpImage:
     return dirty
 
 
-def place_in_scene(plate: Image.Image, rng: np.random.Generator, out_w: int, out_h: int) -> NpImage:
-    """Warp the plate onto a background and crop it the way a detector box would (BGR, out_h x out_w)."""
+def place_in_scene(
+    plate: Image.Image,
+    rng: np.random.Generator,
+    out_w: int,
+    out_h: int,
+    text_box: tuple[int, int, int, int] | None = None,
+    text_crop: float = 0.0,
+) -> NpImage:
+    """Warp the plate onto a background and crop it the way a detector box would (BGR, out_h x out_w).
+
+    With probability ``text_crop`` the crop is cut around the characters (``text_box``) instead of
+    the whole plate, as a box that hugs the text would be."""
     src = cv2.cvtColor(np.asarray(plate), cv2.COLOR_RGB2BGR)
     if rng.random() < 0.3:
         src = _dirt(src, rng)
@@ -286,10 +378,17 @@ def place_in_scene(plate: Image.Image, rng: np.random.Generator, out_w: int, out
     scene = cv2.warpPerspective(src, matrix, (canvas_w, canvas_h), dst=background, borderMode=cv2.BORDER_TRANSPARENT)
     x1, y1 = dst.min(axis=0)
     x2, y2 = dst.max(axis=0)
+    hugs_text = text_box is not None and rng.random() < text_crop
+    if text_box is not None and hugs_text:
+        tx1, ty1, tx2, ty2 = text_box
+        inner = np.array([[[tx1, ty1], [tx2, ty1], [tx2, ty2], [tx1, ty2]]], np.float32)
+        warped = cv2.perspectiveTransform(inner, matrix)[0]
+        x1, y1 = warped.min(axis=0)
+        x2, y2 = warped.max(axis=0)
     bw, bh = x2 - x1, y2 - y1
     # Detector boxes are neither tight nor centred: grow or shrink each side independently.
-    dx1, dx2 = rng.uniform(-0.04, 0.1, 2) * bw
-    dy1, dy2 = rng.uniform(-0.06, 0.18, 2) * bh
+    dx1, dx2 = rng.uniform(0.0, 0.08, 2) * bw if hugs_text else rng.uniform(-0.04, 0.1, 2) * bw
+    dy1, dy2 = rng.uniform(0.02, 0.2, 2) * bh if hugs_text else rng.uniform(-0.06, 0.18, 2) * bh
     crop = scene[
         int(max(0, y1 - dy1)) : int(min(canvas_h, y2 + dy2)), int(max(0, x1 - dx1)) : int(min(canvas_w, x2 + dx2))
     ]
@@ -301,9 +400,9 @@ def place_in_scene(plate: Image.Image, rng: np.random.Generator, out_w: int, out
     return cv2.resize(small, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 
-def synth_sample(rng: np.random.Generator, out_w: int, out_h: int) -> tuple[NpImage, str]:
-    plate, label, _ = render_plate(rng)
-    return place_in_scene(plate, rng, out_w, out_h), label
+def synth_sample(rng: np.random.Generator, out_w: int, out_h: int, text_crop: float = 0.2) -> tuple[NpImage, str]:
+    plate, label, _, text_box = render_plate(rng)
+    return place_in_scene(plate, rng, out_w, out_h, text_box, text_crop), label
 
 
 def available_fonts() -> list[Path]:

@@ -1,11 +1,14 @@
+from pathlib import Path
+
 import numpy as np
 
-from scripts.trainlib.synth import LAYOUTS, available_fonts, label_of, render_plate, synth_sample
+from scripts.trainlib.synth import CA_FONT_FILES, LAYOUTS, available_fonts, label_of, render_plate, synth_sample
 
 
 def test_every_font_of_the_renderer_is_installed() -> None:
     # .ci/run installs them from Debian packages; a missing one would silently narrow the training data.
     assert len(available_fonts()) >= 6
+    assert all(Path(p).exists() for p in CA_FONT_FILES)
 
 
 def test_label_drops_separators_and_row_breaks() -> None:
@@ -16,11 +19,13 @@ def test_rendered_plates_have_clean_labels_and_cover_every_layout() -> None:
     rng = np.random.default_rng(3)
     seen = set()
     for _ in range(150):
-        plate, label, layout = render_plate(rng)
+        plate, label, layout, text_box = render_plate(rng)
         seen.add(layout)
         assert label.isalnum() and label.isupper() or label.isdigit()
         assert 2 <= len(label) <= 10
         assert plate.height == 160 and plate.width > plate.height
+        x1, y1, x2, y2 = text_box
+        assert 0 <= x1 < x2 <= plate.width and 0 <= y1 < y2 <= plate.height
     assert seen == {layout.name for layout in LAYOUTS}
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from edge.recognition.cli import main
+from edge.recognition.detector import OnnxPlateDetector
 from edge.recognition.geometry import box_iou
 from tests.conftest import DATA
 
@@ -31,10 +32,18 @@ def test_the_shipped_models_find_and_read_the_bundled_photos(capsys: pytest.Capt
     assert code == 0 and err == []
     rows = {Path(r["image"]).name: r for r in (json.loads(line) for line in out)}
     assert sorted(rows) == sorted(LABELS)
+    detector = OnnxPlateDetector()
     for name, label in LABELS.items():
         plates = rows[name]["plates"]
         for truth, box in zip(label["plates"], label["boxes"], strict=True):
             found = [p for p in plates if box_iou(tuple(p["box"]), tuple(box)) >= FOUND_IOU]
+            if label["expect"] == "detected":
+                # The engine drops a crop the reader finds unreadable, so ask the detector itself.
+                image = cv2.imread(str(PLATES / name))
+                assert image is not None
+                boxes = [d.box for d in detector.detect(image)]
+                assert any(box_iou(b, tuple(box)) >= FOUND_IOU for b in boxes), f"{name}: no plate found at {box}"
+                continue
             assert found, f"{name}: no plate found at {box}"
             texts = [p["text"] for p in found]
             if label["expect"] == "exact":
