@@ -120,9 +120,10 @@ def _any_text_in(session: Session, texts: set[str]) -> ColumnElement[bool]:
     as a subquery, PostgreSQL's planner tends to walk the whole time index newest-first looking for the
     few matching rows (seconds over a million reads) instead of starting from them.
     """
-    matching = select(ReadCandidateText.read_id).where(ReadCandidateText.text.in_(sorted(texts))).distinct()
-    ids = list(session.execute(matching.limit(MAX_ID_LIST + 1)).scalars())
-    return Read.read_id.in_(matching) if len(ids) > MAX_ID_LIST else Read.read_id.in_(ids)
+    # No DISTINCT or LIMIT here: either invites the planner to walk the whole (read_id, text) key in order.
+    matching = select(ReadCandidateText.read_id).where(ReadCandidateText.text.in_(sorted(texts)))
+    ids = set(session.execute(matching).scalars())
+    return Read.read_id.in_(matching) if len(ids) > MAX_ID_LIST else Read.read_id.in_(sorted(ids))
 
 
 def _pattern(pattern: str) -> list[ColumnElement[bool]]:
