@@ -8,7 +8,7 @@ SHARED ?= ../shared
 DATASETS ?= $(SHARED)/datasets
 TEACHERS ?= $(SHARED)/teachers
 
-.PHONY: install install-eval install-train demo test lint eval bench train-detector train-ocr ocr-data clean
+.PHONY: install install-eval install-train demo test test-train lint eval bench train-detector train-ocr ocr-data clean
 
 install: $(VENV)/.installed
 
@@ -32,6 +32,10 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q
+
+# The tests of the training scripts that need torch (kept out of `make test` and CI, which never train).
+test-train: install-train
+	$(PY) -m pytest -q -m training
 
 lint: install
 	$(VENV)/bin/ruff check .

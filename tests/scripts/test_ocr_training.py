@@ -35,9 +35,10 @@ def test_ppocr_alone_needs_the_same_very_confident_read_on_every_crop() -> None:
     assert rule().label(split, cct) == (None, "")
 
 
+@pytest.mark.training  # torch: `make test-train` (the training extras), not `make test`
 def test_warm_start_from_an_exported_model_reads_the_same(tmp_path: Path) -> None:
-    torch = pytest.importorskip("torch")
-    pytest.importorskip("onnx")
+    import torch
+
     from scripts.train_ocr import export_onnx, load_onnx_weights
     from scripts.trainlib.nets import PlateOcrNet
 
