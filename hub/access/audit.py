@@ -52,12 +52,12 @@ def build_report(
         },  # fmt: skip
         "accesses_by_user": _by_user(entries),
         "accesses_by_purpose": _by_purpose(entries),
-        "denied_attempts": [_entry(e) for e in entries if e.outcome == "denied"],
-        "flagged_purposes": [_entry(e) for e in entries if e.purpose_kind == "flagged"],
+        "denied_attempts": [entry_view(e) for e in entries if e.outcome == "denied"],
+        "flagged_purposes": [entry_view(e) for e in entries if e.purpose_kind == "flagged"],
         "users": _users(session, now, policy),
-        "shares": _shares(session, start, end),
+        "shares": shares_between(session, start, end),
         "agencies_shared_with": _agencies_shared_with(session),
-        "overdue_downloads": _overdue_downloads(session, now),
+        "overdue_downloads": overdue_downloads(session, now),
         "retention": _retention(session, now, policy),
         "corrections": [
             {
@@ -77,7 +77,7 @@ def build_report(
     }
 
 
-def _entry(entry: AccessLogEntry) -> dict[str, Any]:
+def entry_view(entry: AccessLogEntry) -> dict[str, Any]:
     return {"seq": entry.seq, "utc": entry.logged_utc.isoformat(), "username": entry.username,
             "organization": entry.organization, "action": entry.action, "purpose": entry.purpose,
             "query": mask_query(entry.query), "client": entry.client_address, "device": entry.device,
@@ -123,7 +123,7 @@ def _users(session: Session, now: datetime, policy: PolicySettings) -> dict[str,
     }  # fmt: skip
 
 
-def _shares(session: Session, start: datetime, end: datetime) -> list[dict[str, Any]]:
+def shares_between(session: Session, start: datetime, end: datetime) -> list[dict[str, Any]]:
     rows = session.execute(
         select(ShareRequest, Agency)
         .join(Agency, Agency.id == ShareRequest.agency_id)
@@ -148,7 +148,7 @@ def _agencies_shared_with(session: Session) -> list[dict[str, Any]]:
             for name, kind, n, last in rows]  # fmt: skip
 
 
-def _overdue_downloads(session: Session, now: datetime) -> list[dict[str, Any]]:
+def overdue_downloads(session: Session, now: datetime) -> list[dict[str, Any]]:
     rows = session.execute(
         select(DownloadRecord)
         .where(DownloadRecord.destroyed_utc.is_(None), DownloadRecord.destroy_by_utc < now)

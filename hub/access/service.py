@@ -310,7 +310,7 @@ class ComplianceService:
 
     def overdue_downloads(self, actor: Actor) -> list[dict[str, Any]]:
         def work(session: Session, _d: Decision, now: datetime) -> Outcome:
-            rows = audit._overdue_downloads(session, now)
+            rows = audit.overdue_downloads(session, now)
             return Outcome(rows, result_count=len(rows))
 
         return self._gated(actor, Permission.READ_ACCESS_LOG, "downloads.overdue", {}, work)  # type: ignore[no-any-return]
@@ -555,7 +555,7 @@ class ComplianceService:
 
     def list_shares(self, actor: Actor) -> list[dict[str, Any]]:
         def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
-            rows = audit._shares(session, datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
+            rows = audit.shares_between(session, datetime.min.replace(tzinfo=UTC), datetime.max.replace(tzinfo=UTC))
             return Outcome(rows, result_count=len(rows))
 
         return self._gated(actor, Permission.DECIDE_SHARE, "share.list", {}, work)  # type: ignore[no-any-return]
@@ -580,7 +580,7 @@ class ComplianceService:
                 select(AccessLogEntry).where(AccessLogEntry.logged_utc >= start, AccessLogEntry.logged_utc < end)
                 .order_by(AccessLogEntry.seq).limit(max(1, min(limit, 1000)))
             ).scalars()  # fmt: skip
-            rows = [audit._entry(e) | {"outcome": e.outcome, "result_count": e.result_count} for e in entries]
+            rows = [audit.entry_view(e) | {"outcome": e.outcome, "result_count": e.result_count} for e in entries]
             return Outcome(rows, result_count=len(rows))
 
         return self._gated(actor, Permission.READ_ACCESS_LOG, "log.read",  # type: ignore[no-any-return]
