@@ -25,6 +25,33 @@ UTC_DATETIME = sa.DateTime(timezone=True)
 GENESIS_HASH = "0" * 64
 
 
+def _guard_access_log() -> None:
+    """Entries can be added (and, by retention, deleted from the old end) but never changed: an UPDATE is
+    refused by the database itself. The hash chain still catches whoever removes this guard first."""
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute(
+            "CREATE FUNCTION access_log_append_only() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION 'access_log is append-only'; END; $$"
+        )
+        op.execute(
+            "CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log "
+            "FOR EACH ROW EXECUTE FUNCTION access_log_append_only()"
+        )
+    else:
+        op.execute(
+            "CREATE TRIGGER access_log_no_update BEFORE UPDATE ON access_log "
+            "BEGIN SELECT RAISE(ABORT, 'access_log is append-only'); END"
+        )
+
+
+def _unguard_access_log() -> None:
+    if op.get_bind().dialect.name == "postgresql":
+        op.execute("DROP TRIGGER access_log_no_update ON access_log")
+        op.execute("DROP FUNCTION access_log_append_only()")
+    else:
+        op.execute("DROP TRIGGER access_log_no_update")
+
+
 def upgrade() -> None:
     op.create_table(
         "access_log",
@@ -48,6 +75,7 @@ def upgrade() -> None:
     with op.batch_alter_table("access_log", schema=None) as batch_op:
         batch_op.create_index("ix_access_log_logged_utc", ["logged_utc"], unique=False)
         batch_op.create_index("ix_access_log_username", ["username"], unique=False)
+    _guard_access_log()
 
     chain = op.create_table(
         "access_log_chain",
@@ -228,6 +256,7 @@ def downgrade() -> None:
     op.drop_table("audit_reports")
     op.drop_table("agencies")
     op.drop_table("access_log_chain")
+    _unguard_access_log()
     with op.batch_alter_table("access_log", schema=None) as batch_op:
         batch_op.drop_index("ix_access_log_username")
         batch_op.drop_index("ix_access_log_logged_utc")

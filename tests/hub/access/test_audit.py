@@ -9,7 +9,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import Connection, select, text
+from sqlalchemy.exc import DBAPIError
 
 from hub.access.auditlog import AccessLog, LogEvent
 from hub.access.gate import Actor
@@ -39,10 +40,24 @@ def activity(world: World) -> dict[str, dict[str, str]]:
     }
 
 
+def drop_guard(connection: Connection) -> None:
+    """What someone with the database owner's rights does first: remove the append-only trigger."""
+    on_table = " ON access_log" if connection.dialect.name == "postgresql" else ""
+    connection.execute(text(f"DROP TRIGGER IF EXISTS access_log_no_update{on_table}"))
+
+
 def tamper(world: World, sql: str) -> list[str]:
     with world.database.engine.begin() as connection:
+        drop_guard(connection)
         connection.execute(text(sql))
     return list(world.service.verify_log().problems)
+
+
+def test_the_database_refuses_to_change_an_entry(world: World) -> None:
+    activity(world)
+    with pytest.raises(DBAPIError, match="append-only"), world.database.engine.begin() as connection:
+        connection.execute(text("UPDATE access_log SET purpose = 'suspect Nobody' WHERE seq = 3"))
+    assert world.service.verify_log().ok
 
 
 def test_the_chain_verifies_and_catches_edits_deletions_and_reordering(world: World) -> None:
@@ -89,6 +104,8 @@ def test_a_chain_rebuilt_with_the_key_still_differs_from_what_an_audit_saw(world
     head = seen["chain_head_seq"]
     # Someone with the database and the key edits an entry and recomputes every hash after it.
     log = world.service.log
+    with world.database.engine.begin() as connection:
+        drop_guard(connection)
     with world.database.sessions.begin() as session:
         entries = session.execute(select(AccessLogEntry).order_by(AccessLogEntry.seq)).scalars().all()
         entries[2].purpose = "suspect Nobody"
@@ -252,6 +269,7 @@ def test_alpr_hub_audit_verify_catches_a_direct_edit_of_the_table(
     assert "access log verifies: 3 entries" in capsys.readouterr().out
     engine = make_engine(database.url)
     with engine.begin() as connection:
+        drop_guard(connection)
         connection.execute(text("UPDATE access_log SET username = 'console:someone-else' WHERE seq = 2"))
     assert hub_main([*cli, "audit", "verify"]) == 1
     assert "entry 2: contents do not match its hash (edited)" in capsys.readouterr().err
