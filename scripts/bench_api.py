@@ -41,7 +41,7 @@ from typing import Any
 
 import pyotp
 from fastapi.testclient import TestClient
-from sqlalchemy import insert, make_url, text
+from sqlalchemy import insert
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,13 +51,13 @@ from hub.access.gate import Actor  # noqa: E402
 from hub.access.policy import PolicySettings  # noqa: E402
 from hub.access.service import ComplianceService  # noqa: E402
 from hub.api.app import API_PREFIX, create_app  # noqa: E402
-from hub.db import make_engine, session_factory, upgrade  # noqa: E402
+from hub.db import make_engine, session_factory  # noqa: E402
 from hub.models import Node, Read, ReadCandidateText  # noqa: E402
 from hub.storage import ImageStore  # noqa: E402
+from scripts.bench_hub import DEFAULT_POSTGRES_URL, Backend, Databases, postgres_admin  # noqa: E402
 
 CASE = "26-000001"
 LAT, LON = 32.7157, -117.1611
-DEFAULT_PG = os.environ.get("ALPR_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def random_plate(rng: random.Random) -> str:
@@ -121,8 +121,8 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The figures for one freshly migrated database at ``url``."""
     rng = random.Random(7)
-    upgrade(url)
     started = time.perf_counter()
     plates = seed_reads(url, args.reads, rng)
     print(f"[{backend}] seeded {args.reads} reads in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -252,25 +252,10 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict
     return results
 
 
-def postgres_schema(admin_url: str) -> tuple[str, Callable[[], None]]:
-    admin = make_engine(admin_url, isolation_level="AUTOCOMMIT")
-    schema = f"benchapi_{uuid.uuid4().hex[:10]}"
-    with admin.connect() as connection:
-        connection.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url = make_url(admin_url).update_query_dict({"options": f"-csearch_path={schema}"})
-
-    def drop() -> None:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
-
-    return url.render_as_string(hide_password=False), drop
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--db", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--postgres-url", default=DEFAULT_PG)
+    parser.add_argument("--postgres-url", default=DEFAULT_POSTGRES_URL)
     parser.add_argument("--reads", type=int, default=1_000_000)
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--threads", type=int, default=4)
@@ -282,16 +267,19 @@ def main() -> int:
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
     }
     rows: list[dict[str, Any]] = []
-    for backend in ("sqlite", "postgresql") if args.db == "both" else (args.db,):
-        if backend == "sqlite":
-            with tempfile.TemporaryDirectory() as folder:
-                rows += bench_backend(backend, f"sqlite:///{folder}/hub.db", args)
-        else:
-            url, drop = postgres_schema(args.postgres_url)
-            try:
-                rows += bench_backend(backend, url, args)
-            finally:
-                drop()
+    backends: tuple[Backend, ...] = ("sqlite", "postgresql") if args.db == "both" else (args.db,)
+    with tempfile.TemporaryDirectory() as workdir:
+        admin = postgres_admin(args.postgres_url) if "postgresql" in backends else None
+        if "postgresql" in backends and admin is None:
+            raise SystemExit(f"no PostgreSQL at {args.postgres_url}")
+        databases = Databases(Path(workdir), admin)  # fresh, migrated, removed afterwards (bench_hub's)
+        try:
+            for backend in backends:
+                with databases.fresh(backend, "api") as url:
+                    rows += bench_backend(backend, url, args)
+        finally:
+            if admin is not None:
+                admin.dispose()
     for row in rows:
         print(json.dumps(row | meta))
     print("\n| figure | backend | result |\n|---|---|---|")

@@ -151,10 +151,9 @@ class ComplianceService:
 
     def _log_unauthenticated(self, username: str, action: str, client: str, device: str, reason: str) -> None:
         now = self.clock()
+        stranger = Actor(username or "(none)", "", device, client)
         with self.sessions.begin() as session:
-            self.log.append(session, LogEvent(username=username or "(none)", organization="", action=action,
-                                              outcome="denied", client_address=client, device=device,
-                                              detail=reason), now)  # fmt: skip
+            self._append(session, stranger, action, "denied", None, {}, None, reason, now)
 
     # --- log-in ---------------------------------------------------------------------------------
 
@@ -195,22 +194,19 @@ class ComplianceService:
             self._append(session, actor, "logout", "allowed", None, {}, None, "", now)
 
     def change_password(self, actor: Actor, old: str, new: str) -> None:
-        def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
-            accounts.change_password(session, actor.username, old, new)
-            return Outcome(None)
-
+        """Any signed-in user, for their own account; a refusal is logged like any other."""
         now = self.clock()
-        with self.sessions.begin() as session:  # any signed-in user, for their own account
+        with self.sessions.begin() as session:
             try:
                 with session.begin_nested():
-                    work(session, Decision(True), now)
+                    accounts.change_password(session, actor.username, old, new)
+                refused = ""
             except accounts.AccountError as exc:
-                self._append(session, actor, "password.change", "denied", None, {}, None, str(exc), now)
-                failure = exc
-            else:
-                self._append(session, actor, "password.change", "allowed", None, {}, None, "", now)
-                return
-        raise AccessDenied(str(failure))
+                refused = str(exc)
+            outcome = "denied" if refused else "allowed"
+            self._append(session, actor, "password.change", outcome, None, {}, None, refused, now)
+        if refused:
+            raise AccessDenied(refused)
 
     # --- searching and viewing ALPR information -------------------------------------------------
 

@@ -13,195 +13,42 @@ Both run on SQLite and on PostgreSQL (``tests/hub/conftest.py``). No timings are
 from __future__ import annotations
 
 import contextlib
-import json
-import os
 import random
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import tomllib
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import msgpack
 import zmq
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
 from zmq.utils.monitor import recv_monitor_message
 
 from edge import wire
 from edge.sealing import Sealer, decode_key
 from edge.spool import Spool
-from edge.uplink import CurveKeys, Uplink
+from edge.uplink import CurveKeys
 from hub.db import make_engine, session_factory
-from hub.models import Read
 from tests.hub.conftest import (
     WAIT_S,
     Database,
     InProcessHub,
     enroll,
-    make_record,
     make_uplink,
     stored_ids,
     wait_for,
 )
-
-# --- helpers ----------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def hub_command(*args: str) -> list[str]:
-    """``alpr-hub ARGS``: the installed console script next to this interpreter, else ``python -m hub.cli``."""
-    script = Path(sys.executable).with_name("alpr-hub")
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "hub.cli"]
-    return [*base, *args]
-
-
-def fresh_read(node: str) -> wire.ReadRecord:
-    now = datetime.now(UTC)  # dated now, so the hub's retention run at start-up keeps it
-    return make_record(
-        node_id=node,
-        first_seen_utc=now,
-        best_utc=now,
-        last_seen_utc=now,
-        crop_jpeg=b"\xff\xd8" + os.urandom(16) + b"\xff\xd9",
-    )
-
-
-@dataclass
-class Producer:
-    """A node's recognition stand-in: spools a few fresh reads every ``interval_s`` until stopped."""
-
-    name: str
-    spool: Spool
-    uplink: Uplink
-    per_put: int = 3
-    interval_s: float = 0.02
-    ids: list[str] = field(default_factory=list)
-    stop_event: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        self.thread = threading.Thread(target=self._run, name=f"producer-{self.name}", daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        if self.thread is not None:
-            self.thread.join(10.0)
-
-    def _run(self) -> None:
-        while not self.stop_event.is_set():
-            records = [fresh_read(self.name) for _ in range(self.per_put)]
-            self.spool.put_many([(r.read_id, r.to_bytes()) for r in records])
-            self.ids.extend(r.read_id for r in records)  # only once durably spooled
-            self.uplink.notify()
-            self.stop_event.wait(self.interval_s)
-
-
-def read_counts(sessions: sessionmaker[Session]) -> tuple[int, int]:
-    with sessions() as session:
-        total, distinct = session.execute(select(func.count(), func.count(func.distinct(Read.read_id)))).one()
-    return int(total), int(distinct)
-
+from tests.hub.processes import HubProcess, Producer, fresh_read, read_counts, run_cli, write_hub_config
 
 # --- 1. the hub killed mid-stream ---------------------------------------------------------------
 
 
-@dataclass
-class HubProcess:
-    """``alpr-hub serve`` as a child in its own session, its output in a log file."""
-
-    config: Path
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(
-                hub_command("--config", str(self.config), "serve"),
-                cwd=self.config.parent,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def kill(self) -> None:
-        assert self.process is not None
-        os.killpg(self.process.pid, signal.SIGKILL)  # its own session: the hub and nothing else
-        self.process.wait(30)
-        self.process = None
-
-    def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.process.pid, signal.SIGKILL)
-                self.process.wait(15)
-        self.process = None
-
-    def running(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
-
-
-def run_cli(config: Path, *args: str) -> str:
-    done = subprocess.run(
-        hub_command("--config", str(config), *args),
-        cwd=config.parent,
-        stdin=subprocess.DEVNULL,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, f"alpr-hub {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
-
-
-def write_hub_config(tmp_path: Path, database_url: str | None, ingest_port: int, pub_port: int) -> Path:
-    lines = ["[hub]", 'data_dir = "hub-data"']
-    if database_url is not None:
-        lines.append(f"database_url = {json.dumps(database_url)}")  # a JSON string is a TOML basic string
-    lines += [
-        "[ingest]",
-        f'bind = "tcp://127.0.0.1:{ingest_port}"',
-        f'public_endpoint = "tcp://127.0.0.1:{ingest_port}"',
-        "[dispatch]",
-        f'pub_bind = "tcp://127.0.0.1:{pub_port}"',
-        "[retention]",
-        "interval_s = 3600.0",
-        "[api]",
-        f'bind = "127.0.0.1:{free_port()}"',
-    ]
-    path = tmp_path / "hub.toml"
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return path
-
-
 def test_hub_killed_mid_stream_loses_and_duplicates_nothing(blank_url: str, tmp_path: Path) -> None:
     sqlite = blank_url.startswith("sqlite")
-    ingest_port, pub_port = free_port(), free_port()
-    config = write_hub_config(tmp_path, None if sqlite else blank_url, ingest_port, pub_port)
+    config = write_hub_config(tmp_path / "hub.toml", database_url=None if sqlite else blank_url)
     run_cli(config, "init")
     keys_dir = tmp_path / "hub-data" / "keys"
     spool_public = decode_key((keys_dir / "spool.public").read_text(encoding="ascii"))

@@ -4,7 +4,6 @@ access log stays one chain."""
 
 from __future__ import annotations
 
-import json
 import socket
 import tomllib
 from pathlib import Path
@@ -18,36 +17,12 @@ from hub.access.auditlog import AccessLog
 from hub.db import make_engine, session_factory
 from hub.keys import load_access_log_key
 from tests.hub.conftest import make_uplink, stored_ids, wait_for
-from tests.hub.test_faults import HubProcess, Producer, free_port, read_counts, run_cli
-
-
-def write_config(folder: Path, name: str, database_url: str) -> Path:
-    path = folder / f"{name}.toml"
-    path.write_text(
-        "\n".join(
-            [
-                "[hub]",
-                f'name = "{name}"',
-                'data_dir = "hub-data"',
-                f"database_url = {json.dumps(database_url)}",
-                "[ingest]",
-                f'bind = "tcp://127.0.0.1:{(port := free_port())}"',
-                f'public_endpoint = "tcp://127.0.0.1:{port}"',
-                "[dispatch]",
-                f'pub_bind = "tcp://127.0.0.1:{free_port()}"',
-                "[api]",
-                f'bind = "127.0.0.1:{free_port()}"',
-            ]
-        )
-        + "\n",
-        encoding="utf-8",
-    )
-    return path
+from tests.hub.processes import HubProcess, Producer, free_port, read_counts, run_cli, write_hub_config
 
 
 @pytest.mark.parametrize("blank_url", ["postgresql"], indirect=True)
 def test_two_hub_processes_share_one_postgresql_database(blank_url: str, tmp_path: Path) -> None:
-    configs = [write_config(tmp_path, f"hub-{i}", blank_url) for i in (1, 2)]
+    configs = [write_hub_config(tmp_path / f"hub-{i}.toml", database_url=blank_url, name=f"hub-{i}") for i in (1, 2)]
     run_cli(configs[0], "init")  # keys under the shared data_dir, the schema migrated once
     run_cli(configs[1], "init")  # the second finds both in place
     keys_dir = tmp_path / "hub-data" / "keys"

@@ -21,6 +21,7 @@ from hub.db import make_engine, session_factory
 from hub.keys import create_keys, load_access_log_key
 from tests.hub.access.conftest import ADMIN, CASE, World, make_record
 from tests.hub.conftest import Database
+from tests.hub.processes import write_hub_config
 
 PERIOD = {"from_utc": "2026-01-01T00:00:00Z", "to_utc": "2027-01-01T00:00:00Z"}
 
@@ -228,12 +229,9 @@ def test_the_console_never_reads_alpr_information(world: World) -> None:
 
 
 def hub_config(tmp_path: Path, database: Database) -> Path:
-    config = tmp_path / "hub.toml"
-    data_dir = tmp_path / "data"
-    config.write_text(
-        f'[hub]\ndata_dir = "{data_dir}"\ndatabase_url = "{database.url}"\n\n[api]\nenabled = false\n', encoding="utf-8"
-    )
-    create_keys(data_dir / "keys")
+    """A hub.toml on ``database`` for the console commands run in-process, with the hub's keys made."""
+    config = write_hub_config(tmp_path / "hub.toml", database_url=database.url, api=False)
+    create_keys(tmp_path / "hub-data" / "keys")
     return config
 
 
@@ -274,7 +272,7 @@ def test_alpr_hub_audit_verify_catches_a_direct_edit_of_the_table(
     assert hub_main([*cli, "audit", "verify"]) == 1
     assert "entry 2: contents do not match its hash (edited)" in capsys.readouterr().err
     with session_factory(engine)() as session:  # the key lives beside the hub's other keys, not in the database
-        assert not AccessLog(load_access_log_key(tmp_path / "data" / "keys")).verify(session).ok
+        assert not AccessLog(load_access_log_key(tmp_path / "hub-data" / "keys")).verify(session).ok
     engine.dispose()
 
 

@@ -71,7 +71,7 @@ def test_console_holds_and_hits_are_gated_and_logged(
 
         entries = session.execute(select(AccessLogEntry).order_by(AccessLogEntry.seq)).scalars().all()
         logged = [(e.username, e.action, e.outcome, e.purpose) for e in entries]
-        assert AccessLog(load_access_log_key(tmp_path / "data" / "keys")).verify(session).ok
+        assert AccessLog(load_access_log_key(tmp_path / "hub-data" / "keys")).verify(session).ok
     engine.dispose()
     assert logged == [
         ("console:desk.lee", "hits.view", "allowed", ""),

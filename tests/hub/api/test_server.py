@@ -7,29 +7,24 @@ import re
 import shutil
 import subprocess
 import time
+import tomllib
 import urllib.parse
 from pathlib import Path
 
 import httpx
 import pyotp
 
-from tests.hub.test_faults import HubProcess, free_port, run_cli
+from tests.hub.processes import HubProcess, run_cli, write_hub_config
 
 POLICY = Path(__file__).resolve().parents[3] / "deploy" / "policy.example.toml"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 
 
 def write_config(tmp_path: Path) -> tuple[Path, str]:
-    api = f"127.0.0.1:{free_port()}"
+    """A served hub with the example policy; the config and the API's base URL."""
     shutil.copy(POLICY, tmp_path / "policy.toml")
-    config = tmp_path / "hub.toml"
-    config.write_text(
-        f'[hub]\ndata_dir = "data"\n\n[ingest]\nbind = "tcp://127.0.0.1:{free_port()}"\n'
-        f'[dispatch]\npub_bind = "tcp://127.0.0.1:{free_port()}"\n\n[api]\nbind = "{api}"\n\n'
-        '[compliance]\npolicy_file = "policy.toml"\n',
-        encoding="utf-8",
-    )
-    return config, f"http://{api}/api/v1"
+    config = write_hub_config(tmp_path / "hub.toml", extra='[compliance]\npolicy_file = "policy.toml"\n')
+    return config, f"http://{tomllib.loads(config.read_text(encoding='utf-8'))['api']['bind']}/api/v1"
 
 
 def wait_for(url: str, hub: HubProcess, timeout_s: float = 60.0) -> None:
