@@ -315,9 +315,11 @@ def revoke_device(session: Session, name: str, revoked_by: str, now: datetime) -
 
 
 def identify_device(
-    session: Session, key: str | None, client_address: str, rules: AccessSection, now: datetime
+    session: Session, key: str | None, client_address: str, rules: AccessSection, now: datetime, *, login: bool = False
 ) -> str | None:
-    """The registered device making a request, or None: access to ALPR information is then refused (429.9)."""
+    """The registered device making a request, or None: access to ALPR information is then refused (429.9).
+
+    A log-in stamps the device's ``last_used_utc``; other requests only read it (no write per request)."""
     if rules.device_mode == "ip_allowlist":
         try:
             address = ipaddress.ip_address(client_address)
@@ -332,7 +334,8 @@ def identify_device(
     ).scalar_one_or_none()
     if device is None:
         return None
-    device.last_used_utc = now
+    if login:
+        device.last_used_utc = now
     return device.name
 
 

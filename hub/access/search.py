@@ -157,8 +157,7 @@ def search_reads(session: Session, query: SearchQuery) -> tuple[list[tuple[Read,
     base = select(Read, Node.name).join(Node, Node.id == Read.node_id).where(*_conditions(session, query))
     total = session.execute(select(func.count()).select_from(base.subquery())).scalar_one()
     rows = session.execute(
-        base
-        .order_by(Read.best_utc.desc(), Read.read_id.desc())
+        base.order_by(Read.best_utc.desc(), Read.read_id.desc())
         .limit(query.page_size)
         .offset((query.page - 1) * query.page_size)
     ).all()

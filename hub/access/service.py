@@ -160,7 +160,7 @@ class ComplianceService:
     def login(self, username: str, password: str, totp_code: str, device_key: str | None, client: str) -> str:
         now = self.clock()
         with self.sessions.begin() as session:
-            device = accounts.identify_device(session, device_key, client, self.policy.access, now)
+            device = accounts.identify_device(session, device_key, client, self.policy.access, now, login=True)
             if device is None:
                 reason, name = "not an agency-registered device", username.strip().lower()[:64]
             else:
@@ -645,6 +645,7 @@ class ComplianceService:
         now = self.clock()
         since = now - timedelta(days=days)
         with self.sessions() as session:
+
             def count(statement: Any) -> int:
                 return int(session.execute(statement).scalar_one())
 
@@ -664,8 +665,10 @@ class ComplianceService:
                 "hits": count(select(func.count()).select_from(Hit).where(Hit.created_utc >= since)),
                 "searches": count(searches),
                 "authorized_users": len(accounts.authorized_users(session, now, self.policy)),
-                "retention_days": {"reads": self.policy.retention.reads_days,
-                                   "hot_lists": self.policy.retention.hotlist_days},  # fmt: skip
+                "retention_days": {
+                    "reads": self.policy.retention.reads_days,
+                    "hot_lists": self.policy.retention.hotlist_days,
+                },  # fmt: skip
                 "agencies_shared_with": list(shared_with),
             }
 
