@@ -124,7 +124,7 @@ def load_hub_config(path: Path | None) -> HubConfig:
     """The config at ``path`` (or all defaults when None), with relative paths resolved and the policy loaded."""
     if path is None:
         config = HubConfig()
-        config.policy  # noqa: B018 - validates the default retention against the policy's bounds
+        config._policy = _policy_from_retention(config.retention)
         return config
     config = read_toml_model(path, HubConfig)
     base = path.parent
@@ -134,8 +134,8 @@ def load_hub_config(path: Path | None) -> HubConfig:
                                              "tls_key": _resolve(base, config.api.tls_key)}),
     })  # fmt: skip
     policy_file = _resolve(base, config.compliance.policy_file)
-    if policy_file is None:
-        config.policy  # noqa: B018 - validates [retention] against the policy's bounds
+    if policy_file is None:  # no policy file: [retention] must still keep within the policy's bounds
+        config._policy = _policy_from_retention(config.retention)
         return config
     try:
         policy = load_policy(policy_file)
