@@ -1,8 +1,11 @@
 """Synthetic licence plates for OCR training: US, EU and Brazilian layouts, one and two rows.
 
-Fonts come from Debian packages (see ``FONT_FILES``); each plate is rendered large with PIL,
-warped in perspective onto a background, cropped as loosely or tightly as a detector box
-would be, and degraded (dirt, blur, glare, low resolution, noise, JPEG).
+Fonts come from Debian packages (see ``FONT_FILES``); each plate is rendered large with PIL
+(California plates, the most frequent layout, by their own renderer: embossed characters, red
+state name, stickers, bolts, frames, older designs), lit unevenly, warped in perspective onto a
+car-like background, cropped as loosely or tightly as a detector box would be, and degraded
+(dirt, blur, horizontal motion smear, haze, sharpening halos, interlacing, glare, low resolution,
+noise, JPEG).
 """
 
 from __future__ import annotations
@@ -37,6 +40,21 @@ CA_FONT_FILES: tuple[str, ...] = (
     "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Regular.ttf",
     "/usr/share/fonts/truetype/open-sans/OpenSans-CondBold.ttf",
     "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Medium.ttf",
+)
+# Older California plates (yellow on blue or on black) used a wider, plainer face.
+CA_LEGACY_FONT_FILES: tuple[str, ...] = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSansCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/roboto/unhinted/RobotoCondensed-Bold.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSans-Bold.ttf",
+)
+# Stand-ins for the red cursive "California": none is a true script, sheared italics come closest at
+# the few pixels a camera gives the state name.
+CA_SCRIPT_FONT_FILES: tuple[str, ...] = (
+    "/usr/share/fonts/truetype/dejavu/DejaVuSerifCondensed-BoldItalic.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSerifBoldItalic.ttf",
+    "/usr/share/fonts/truetype/liberation2/LiberationSerif-BoldItalic.ttf",
+    "/usr/share/fonts/truetype/freefont/FreeSansBoldOblique.ttf",
 )
 DEALERS = (
     "DMV.CA.GOV",
@@ -248,6 +266,170 @@ def _frame(draw: ImageDraw.ImageDraw, width: int, height: int, top: int, bottom:
         text = str(DEALERS[int(rng.integers(len(DEALERS)))])
         fw = footer.getlength(text)
         draw.text(((width - fw) / 2, height - band_bottom * 0.95), text, font=footer, fill=text_colour)
+    if band_top > height * 0.07 and rng.random() < 0.4:  # dealer frames often carry a line on top too
+        header = ImageFont.truetype(SMALL_FONT, max(8, int(band_top * 0.7)))
+        text = str(DEALERS[int(rng.integers(len(DEALERS)))])
+        draw.text(((width - header.getlength(text)) / 2, band_top * 0.1), text, font=header, fill=text_colour)
+
+
+STICKER_COLOURS: tuple[tuple[int, int, int], ...] = (
+    (250, 220, 30),
+    (240, 120, 30),
+    (230, 60, 120),
+    (60, 160, 70),
+    (40, 110, 200),
+    (200, 40, 40),
+    (150, 80, 170),
+    (235, 235, 235),
+)
+
+
+def _shape_text(text: str, font_path: str, size: tuple[int, int], shear: float) -> Image.Image:
+    """A line of small text as a mask ("L"), slanted by ``shear`` and stretched to ``size``."""
+    font = ImageFont.truetype(font_path, 64)
+    left, top, right, bottom = (int(v) for v in font.getbbox(text))
+    pad = int(abs(shear) * (bottom - top)) + 4
+    mask = Image.new("L", (right - left + 2 * pad, bottom - top + 8), 0)
+    ImageDraw.Draw(mask).text((pad - left, 4 - top), text, font=font, fill=255)
+    if shear:
+        mask = mask.transform(mask.size, Image.Transform.AFFINE, (1, shear, -shear * mask.height / 2, 0, 1, 0))
+    box = mask.getbbox()
+    if box:
+        mask = mask.crop(box)
+    return mask.resize((max(size[0], 1), max(size[1], 1)), Image.Resampling.BILINEAR)
+
+
+def _paste_colour(plate: Image.Image, mask: Image.Image, xy: tuple[int, int], colour: tuple[int, int, int]) -> None:
+    plate.paste(Image.new("RGB", mask.size, colour), xy, mask)
+
+
+def _emboss(plate: Image.Image, bg: tuple[int, int, int], rng: np.random.Generator) -> Image.Image:
+    """Raised (embossed) characters and rim: a shadow on one side of every stroke, a highlight on the
+    other, as light falls on a stamped metal plate."""
+    arr = np.asarray(plate).astype(np.float32)
+    mask = (np.abs(arr - np.array(bg, np.float32)).sum(axis=2) > 60).astype(np.float32)
+    reach = float(rng.uniform(1.0, 2.5))
+    angle = rng.uniform(0, 2 * np.pi)
+    dx, dy = int(round(np.cos(angle) * reach)), int(round(np.sin(angle) * reach))
+    shadow = np.clip(np.roll(mask, (dy, dx), axis=(0, 1)) - mask, 0, 1)
+    highlight = np.clip(np.roll(mask, (-dy, -dx), axis=(0, 1)) - mask, 0, 1)
+    shadow = cv2.GaussianBlur(shadow, (3, 3), 0)
+    highlight = cv2.GaussianBlur(highlight, (3, 3), 0)
+    arr *= (1 - rng.uniform(0.15, 0.5) * shadow)[..., None]
+    arr += (rng.uniform(0.1, 0.5) * highlight)[..., None] * (255 - arr)
+    return Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
+
+
+def _screws(
+    draw: ImageDraw.ImageDraw, width: int, height: int, bg: tuple[int, int, int], rng: np.random.Generator
+) -> None:
+    """Mounting bolts in the plate's slots: two near the top (and sometimes two near the bottom),
+    chrome, black or painted the plate's colour, with a shadow ring."""
+    rows = [rng.uniform(0.07, 0.13)] + ([rng.uniform(0.87, 0.93)] if rng.random() < 0.3 else [])
+    spread = rng.uniform(0.18, 0.24)
+    radius = height * rng.uniform(0.03, 0.05)
+    roll = rng.random()
+    colour = _color(rng, (185, 185, 190), 30) if roll < 0.5 else _color(rng, (35, 35, 40), 15) if roll < 0.8 else bg
+    for fy in rows:
+        for fx in (spread, 1 - spread):
+            cx, cy = width * (fx + rng.uniform(-0.01, 0.01)), height * fy
+            draw.ellipse(
+                (cx - radius * 1.25, cy - radius * 1.25, cx + radius * 1.25, cy + radius * 1.25), fill=(90, 90, 90)
+            )
+            draw.ellipse((cx - radius, cy - radius, cx + radius, cy + radius), fill=colour)
+            if rng.random() < 0.5:  # a slot or a cross in the head
+                draw.line((cx - radius * 0.7, cy, cx + radius * 0.7, cy), fill=(60, 60, 60), width=2)
+
+
+def _ca_stickers(draw: ImageDraw.ImageDraw, width: int, height: int, rng: np.random.Generator) -> None:
+    """California's registration stickers: year at top right (on plates since the 1990s), month at top
+    left on older ones; bright colours with a small number."""
+    small = ImageFont.truetype(SMALL_FONT, max(8, int(height * 0.08)))
+    for corner, chance in ((1, 0.65), (0, 0.35)):
+        if rng.random() > chance:
+            continue
+        sw, sh = int(width * rng.uniform(0.07, 0.11)), int(height * rng.uniform(0.11, 0.17))
+        inset = int(width * rng.uniform(0.02, 0.07))
+        x = inset if corner == 0 else width - sw - inset
+        y = int(height * rng.uniform(0.03, 0.09))
+        colour = _color(rng, STICKER_COLOURS[int(rng.integers(len(STICKER_COLOURS)))], 20)
+        draw.rectangle((x, y, x + sw, y + sh), fill=colour)
+        if rng.random() < 0.4:  # older stickers stacked on top of each other leave a rim
+            draw.rectangle((x - 2, y - 2, x + sw + 2, y + sh + 2), outline=_color(rng, (200, 200, 200), 50), width=2)
+        if rng.random() < 0.7:
+            text = str(rng.integers(0, 30)).zfill(2) if corner == 1 else str(rng.integers(1, 13))
+            dark = (20, 20, 20) if sum(colour) > 300 else (240, 240, 240)
+            draw.text((x + sw * 0.15, y + sh * 0.1), text, font=small, fill=dark)
+
+
+def _render_california(rng: np.random.Generator, pattern: str) -> tuple[Image.Image, str, tuple[int, int, int, int]]:
+    """A California plate as most are seen today: white, dark blue condensed characters of one height,
+    a red cursive "California" at the top, dmv.ca.gov or a dealer frame at the bottom, a year sticker
+    top right, embossed, bolted on; a few older designs (block-letter state name, yellow on blue,
+    yellow on black, six characters) are still on the road too. Returns the plate, its printed text and
+    the characters' box."""
+    style = int(rng.choice(4, p=[0.82, 0.06, 0.08, 0.04]))
+    height = 160
+    width = int(height * 2.0 * rng.uniform(0.96, 1.04))
+    if style >= 2:
+        pattern = ("LLLDDD", "LLL DDD", "DDDLLL", "DLLLDDD")[int(rng.integers(4))]
+    printed = _fill(pattern, rng)
+    if printed[0] == "0":  # the sequence never starts with 0
+        printed = str(rng.integers(1, 10)) + printed[1:]
+    if style == 0 or style == 1:
+        level = rng.uniform(215, 252) if rng.random() < 0.25 else rng.uniform(235, 252)  # grimy or clean
+        bg = _color(rng, (int(level), int(level), int(level - rng.uniform(0, 15))), 4)
+        fg = _color(rng, (25, 35, 105), 20)
+        font_path = CA_FONT_FILES[int(rng.integers(len(CA_FONT_FILES)))]
+    else:
+        bg = _color(rng, (28, 45, 120), 15) if style == 2 else _color(rng, (22, 22, 22), 10)
+        fg = _color(rng, (235, 195, 55), 20)
+        font_path = CA_LEGACY_FONT_FILES[int(rng.integers(len(CA_LEGACY_FONT_FILES)))]
+    plate = Image.new("RGB", (width, height), bg)
+    draw = ImageDraw.Draw(plate)
+
+    # The state name: a red cursive over about half the width (modern), block capitals (older).
+    name_h = int(height * rng.uniform(0.13, 0.2))
+    if style == 0:
+        script = CA_SCRIPT_FONT_FILES[int(rng.integers(len(CA_SCRIPT_FONT_FILES)))]
+        mask = _shape_text("California", script, (int(width * rng.uniform(0.33, 0.46)), name_h), rng.uniform(0.1, 0.35))
+        colour = _color(rng, (195, 35, 45), 30) if rng.random() < 0.9 else fg
+    else:
+        name_h = int(height * rng.uniform(0.09, 0.14))
+        mask = _shape_text("CALIFORNIA", SMALL_FONT, (int(width * rng.uniform(0.35, 0.55)), name_h), 0.0)
+        colour = _color(rng, (195, 35, 45), 30) if style == 1 and rng.random() < 0.6 else fg
+    name_top = style != 3 or rng.random() < 0.3
+    name_y = int(height * rng.uniform(0.03, 0.07)) if name_top else int(height * rng.uniform(0.83, 0.88))
+    _paste_colour(plate, mask, ((width - mask.width) // 2 + int(rng.integers(-6, 7)), name_y), colour)
+
+    # The characters: one height, about half the plate's, over 70-86% of its width.
+    top = int(height * rng.uniform(0.26, 0.33))
+    bottom = int(height * rng.uniform(0.74, 0.81)) if name_top else int(height * rng.uniform(0.68, 0.76))
+    if not name_top:
+        top = int(height * rng.uniform(0.14, 0.2))
+    row = _text_image(printed, font_path, 120, fg, bg, rng)
+    fill = float(rng.uniform(0.7, 0.86)) if style <= 1 else float(rng.uniform(0.66, 0.82))
+    placed = _paste_fit(plate, row, (int(width * 0.04), top, int(width * 0.96), bottom), rng, fill)
+
+    if style == 0 and rng.random() < 0.55:  # the DMV's address under the characters (plates since ~2000)
+        url = "dmv.ca.gov" if rng.random() < 0.8 else "DMV.CA.GOV"
+        mask = _shape_text(
+            url, SMALL_FONT, (int(width * rng.uniform(0.2, 0.3)), int(height * rng.uniform(0.05, 0.08))), 0.0
+        )
+        _paste_colour(plate, mask, ((width - mask.width) // 2, int(height * rng.uniform(0.85, 0.9))), fg)
+    if style >= 2 or rng.random() < 0.15:  # a printed or embossed rim
+        inset = int(rng.integers(2, 7))
+        draw.rectangle((inset, inset, width - 1 - inset, height - 1 - inset), outline=fg, width=int(rng.integers(2, 5)))
+    if rng.random() < 0.85:
+        plate = _emboss(plate, bg, rng)
+        draw = ImageDraw.Draw(plate)
+    if rng.random() < 0.75:
+        _ca_stickers(draw, width, height, rng)
+    if rng.random() < 0.6:
+        _screws(draw, width, height, bg, rng)
+    if rng.random() < 0.5:
+        _frame(draw, width, height, top, bottom, rng)
+    return plate, printed, placed
 
 
 def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple[int, int, int, int]]:
@@ -255,11 +437,14 @@ def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple
     weights = np.array([layout.weight for layout in LAYOUTS])
     layout = LAYOUTS[int(rng.choice(len(LAYOUTS), p=weights / weights.sum()))]
     pattern = layout.patterns[int(rng.integers(len(layout.patterns)))]
+    if layout.name == "us-ca":
+        ca_plate, ca_printed, ca_box = _render_california(rng, pattern)
+        return ca_plate, label_of(ca_printed), layout.name, ca_box
     printed = _random_text(rng) if pattern == "*" else _fill(pattern, rng)
     height = 160
     width = int(height * layout.aspect * rng.uniform(0.9, 1.1))
     font_path = list(FONT_FILES)[int(rng.integers(len(FONT_FILES)))]
-    if layout.name == "us-ca" and rng.random() < 0.8 or layout.name == "us" and rng.random() < 0.3:
+    if layout.name == "us" and rng.random() < 0.3:
         font_path = CA_FONT_FILES[int(rng.integers(len(CA_FONT_FILES)))]
 
     bg, fg = _colors(layout.name, rng)
@@ -278,10 +463,8 @@ def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple
         small = ImageFont.truetype(SMALL_FONT, int(height * 0.14))
         draw.text((width * 0.4, height * 0.02), "BRASIL", font=small, fill=(255, 255, 255))
         top, bottom = int(height * 0.28), int(height * 0.92)
-    elif layout.name in ("us", "us-ca", "br", "random", "two-row") and rng.random() < 0.8:
+    elif layout.name in ("us", "br", "random", "two-row") and rng.random() < 0.8:
         state = US_STATES[int(rng.integers(len(US_STATES)))] if layout.name != "br" else "SP - SAO PAULO"
-        if layout.name == "us-ca":
-            state = "California" if rng.random() < 0.7 else "CALIFORNIA"
         font = SCRIPT_FONT if state[1:].islower() else SMALL_FONT
         small = ImageFont.truetype(font, int(height * rng.uniform(0.13, 0.2)))
         tw = small.getlength(state)
@@ -293,9 +476,7 @@ def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple
             fw = footer.getlength(text)
             draw.text(((width - fw) / 2, height * 0.87), text, font=footer, fill=fg)
         top, bottom = int(height * 0.24), int(height * 0.84)
-        if layout.name == "us-ca":
-            top, bottom = int(height * rng.uniform(0.24, 0.3)), int(height * rng.uniform(0.76, 0.84))
-    fill = float(rng.uniform(0.72, 0.92)) if layout.name == "us-ca" and rng.random() < 0.7 else None
+    fill = None
 
     rows = printed.split("/") if layout.two_rows else [printed]
     row_h = (bottom - top) // len(rows)
@@ -304,11 +485,11 @@ def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple
         row = _text_image(row_text, font_path, 120, fg, bg, rng)
         box = (left, top + i * row_h + 2, right, top + (i + 1) * row_h - 2)
         placed.append(_paste_fit(plate, row, box, rng, fill))
-    if layout.name in ("us", "us-ca") and rng.random() < 0.5:
+    if layout.name == "us" and rng.random() < 0.5:
         _stickers(draw, width, height, rng)
     if rng.random() < 0.7:
         draw.rectangle((2, 2, width - 3, height - 3), outline=fg, width=int(rng.integers(2, 6)))
-    if layout.name in ("us", "us-ca", "random") and rng.random() < 0.45:
+    if layout.name in ("us", "random") and rng.random() < 0.45:
         _frame(draw, width, height, top, bottom, rng)
     text_box = (
         min(b[0] for b in placed),
@@ -325,8 +506,6 @@ def _colors(layout: str, rng: np.random.Generator) -> tuple[tuple[int, int, int]
         return _color(rng, (245, 200, 20)), _color(rng, (15, 15, 15), 10)
     if layout == "br":
         return _color(rng, (190, 190, 190)), _color(rng, (20, 20, 20), 10)
-    if layout == "us-ca":
-        return _color(rng, (245, 245, 245), 10), _color(rng, (20, 30, 110), 20)
     roll = rng.random()
     if roll < 0.6:
         return _color(rng, (240, 240, 240), 15), _color(rng, (20, 20, 40), 20)
@@ -349,6 +528,70 @@ def _dirt(img: NpImage, rng: np.random.Generator) -> NpImage:
     return dirty
 
 
+def _lighting(img: NpImage, rng: np.random.Generator) -> NpImage:
+    """Uneven light on the plate: a smooth gradient (the bumper recess, a low sun) or a hard-edged
+    shadow across part of it (the trunk lid, a tow hitch)."""
+    h, w = img.shape[:2]
+    roll = rng.random()
+    if roll > 0.5:
+        return img
+    yy, xx = np.indices((h, w), dtype=np.float32)
+    angle = rng.uniform(0, 2 * np.pi)
+    ramp = (np.cos(angle) * xx / w + np.sin(angle) * yy / h) + rng.uniform(-0.5, 0.5)
+    if roll < 0.35:
+        gain = 1 - rng.uniform(0.15, 0.5) * np.clip(ramp + 0.5, 0, 1)
+    else:
+        edge = cv2.GaussianBlur((ramp > 0).astype(np.float32), (0, 0), rng.uniform(1.0, 6.0))
+        gain = 1 - rng.uniform(0.25, 0.55) * edge
+    out: NpImage = np.clip(img.astype(np.float32) * gain[..., None], 0, 255).astype(np.uint8)
+    return out
+
+
+def _car_background(h: int, w: int, rng: np.random.Generator) -> NpImage:
+    """What lies around a plate: painted bodywork with a vertical gradient, bumper edges and a dark
+    recess, or (as before) a flat colour with noise."""
+    base = rng.integers(0, 256, 3).astype(np.float32)
+    if rng.random() < 0.35:
+        flat = np.full((h, w, 3), base, np.uint8)
+        return cv2.add(flat, rng.integers(0, 60, flat.shape, dtype=np.uint8))
+    shade = np.linspace(rng.uniform(0.6, 1.3), rng.uniform(0.6, 1.3), h, dtype=np.float32)[:, None, None]
+    body = np.broadcast_to(base * shade, (h, w, 3)).copy()
+    for _ in range(int(rng.integers(0, 4))):  # bumper edges, chrome strips, shadow lines
+        y = int(rng.integers(0, h))
+        thick = int(rng.integers(1, max(2, h // 12)))
+        body[y : y + thick] = rng.uniform(0, 255) if rng.random() < 0.5 else body[y : y + thick] * 0.4
+    if rng.random() < 0.4:  # the recess the plate sits in
+        mx, my = int(w * rng.uniform(0.2, 0.3)), int(h * rng.uniform(0.15, 0.3))
+        body[my : h - my, mx : w - mx] *= rng.uniform(0.35, 0.7)
+    body += np.asarray(rng.normal(0, rng.uniform(2, 12), body.shape), np.float32)
+    out: NpImage = np.clip(body, 0, 255).astype(np.uint8)
+    return out
+
+
+def _camera(img: NpImage, rng: np.random.Generator) -> NpImage:
+    """Capture effects beyond ``real_world``: a moving car's horizontal smear, haze and low
+    contrast, in-camera sharpening halos, and interlaced video fields."""
+    h, w = img.shape[:2]
+    out = img
+    if rng.random() < 0.15:
+        length = int(np.clip(w * rng.uniform(0.015, 0.04), 2, 10))
+        kernel = np.zeros((1, length), np.float32)
+        kernel[0, :] = 1.0 / length
+        out = cv2.filter2D(out, -1, kernel)
+    if rng.random() < 0.12:
+        alpha = rng.uniform(0.45, 0.75)
+        veil = rng.uniform(60, 220)
+        out = cv2.addWeighted(out, alpha, np.full_like(out, int(veil)), 1 - alpha, 0)
+    if rng.random() < 0.1:
+        soft = cv2.GaussianBlur(out, (0, 0), rng.uniform(0.8, 2.0))
+        out = cv2.addWeighted(out, 1 + rng.uniform(0.5, 1.5), soft, -rng.uniform(0.5, 1.5), 0)
+    if rng.random() < 0.05 and h >= 8:
+        shift = int(rng.integers(1, 4))
+        out = out.copy()
+        out[1::2] = np.roll(out[1::2], shift, axis=1)
+    return out
+
+
 def place_in_scene(
     plate: Image.Image,
     rng: np.random.Generator,
@@ -364,6 +607,7 @@ def place_in_scene(
     src = cv2.cvtColor(np.asarray(plate), cv2.COLOR_RGB2BGR)
     if rng.random() < 0.3:
         src = _dirt(src, rng)
+    src = _lighting(src, rng)
     h, w = src.shape[:2]
     margin = 0.5
     canvas_w, canvas_h = int(w * (1 + 2 * margin)), int(h * (1 + 2 * margin))
@@ -372,9 +616,18 @@ def place_in_scene(
     skew = rng.uniform(-0.12, 0.12) * h
     dst = corners + jitter + np.array([w * margin, h * margin], np.float32)
     dst[:, 1] += np.array([skew, -skew, -skew, skew], np.float32) * 0.5
+    if rng.random() < 0.3:  # seen from the side: the far edge shorter
+        squeeze = rng.uniform(0.0, 0.15) * h / 2
+        far = (1, 2) if rng.random() < 0.5 else (0, 3)
+        dst[far[0], 1] += squeeze
+        dst[far[1], 1] -= squeeze
+    if rng.random() < 0.3:  # a tilted camera or plate
+        centre = dst.mean(axis=0)
+        theta = np.deg2rad(rng.uniform(-5, 5))
+        rot = np.array([[np.cos(theta), -np.sin(theta)], [np.sin(theta), np.cos(theta)]], np.float32)
+        dst = (dst - centre) @ rot.T + centre
     matrix = cv2.getPerspectiveTransform(corners, dst.astype(np.float32))
-    flat = np.full((canvas_h, canvas_w, 3), rng.integers(0, 256, 3), np.uint8)
-    background = cv2.add(flat, rng.integers(0, 60, flat.shape, dtype=np.uint8))
+    background = _car_background(canvas_h, canvas_w, rng)
     scene = cv2.warpPerspective(src, matrix, (canvas_w, canvas_h), dst=background, borderMode=cv2.BORDER_TRANSPARENT)
     x1, y1 = dst.min(axis=0)
     x2, y2 = dst.max(axis=0)
@@ -396,7 +649,7 @@ def place_in_scene(
     target_w = int(np.exp(rng.uniform(np.log(40), np.log(260))))
     scale = target_w / max(crop.shape[1], 1)
     small = cv2.resize(crop, (max(8, target_w), max(4, int(crop.shape[0] * scale))), interpolation=cv2.INTER_AREA)
-    small = real_world(small, rng, strength=0.6)
+    small = real_world(_camera(small, rng), rng, strength=0.6)
     return cv2.resize(small, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 

@@ -1,14 +1,24 @@
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from scripts.trainlib.synth import CA_FONT_FILES, LAYOUTS, available_fonts, label_of, render_plate, synth_sample
+from scripts.trainlib.synth import (
+    CA_FONT_FILES,
+    CA_LEGACY_FONT_FILES,
+    CA_SCRIPT_FONT_FILES,
+    LAYOUTS,
+    available_fonts,
+    label_of,
+    render_plate,
+    synth_sample,
+)
 
 
 def test_every_font_of_the_renderer_is_installed() -> None:
     # .ci/run installs them from Debian packages; a missing one would silently narrow the training data.
     assert len(available_fonts()) >= 6
-    assert all(Path(p).exists() for p in CA_FONT_FILES)
+    assert all(Path(p).exists() for p in CA_FONT_FILES + CA_LEGACY_FONT_FILES + CA_SCRIPT_FONT_FILES)
 
 
 def test_label_drops_separators_and_row_breaks() -> None:
@@ -41,3 +51,20 @@ def test_rendering_is_reproducible_for_a_seed() -> None:
     a, label_a = synth_sample(np.random.default_rng(7), 160, 48)
     b, label_b = synth_sample(np.random.default_rng(7), 160, 48)
     assert label_a == label_b and np.array_equal(a, b)
+
+
+def test_california_plates_follow_the_state_sequences() -> None:
+    rng = np.random.default_rng(5)
+    labels: list[str] = []
+    while len(labels) < 60:
+        plate, label, layout, (x1, y1, x2, y2) = render_plate(rng)
+        if layout != "us-ca":
+            continue
+        labels.append(label)
+        assert plate.width == pytest.approx(2 * plate.height, rel=0.05)
+        # one row of characters about half the plate's height, clear of the top edge
+        assert 0.35 * plate.height <= y2 - y1 <= 0.65 * plate.height and y1 >= 0.1 * plate.height
+        assert x2 - x1 >= 0.6 * plate.width
+    assert all(len(label) in (6, 7) and label.isalnum() and label[0] != "0" for label in labels)
+    seven = [label for label in labels if len(label) == 7]
+    assert sum(label[0].isdigit() and label[1:4].isalpha() and label[4:].isdigit() for label in seven) > len(seven) / 2
