@@ -14,6 +14,7 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edge.sealing import decode_key
+from edge.uplink import BATCHES_IN_FLIGHT
 
 Z85_KEY_LENGTH = 40
 PLACEHOLDER_MARKERS = ("CHANGE", "REPLACE", "XXXX", "TODO")
@@ -143,6 +144,7 @@ class SpoolSection(_Section):
 
 class UplinkSection(_Section):
     batch_size: int = Field(default=64, ge=1, le=256)
+    batches_in_flight: int = Field(default=BATCHES_IN_FLIGHT, ge=1, le=16, description="batches sent ahead of acks")
     ack_timeout_s: float = Field(default=5.0, gt=0)
     backoff_max_s: float = Field(default=30.0, gt=0)
     heartbeat_interval_s: float = Field(default=10.0, gt=0)

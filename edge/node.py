@@ -130,6 +130,7 @@ class EdgeNode:
                 hub_endpoint=config.hub.endpoint,
                 keys=CurveKeys(config.keys.node_public_key, config.keys.secret_key(), config.hub.public_key),
                 batch_size=config.uplink.batch_size,
+                batches_in_flight=config.uplink.batches_in_flight,
                 ack_timeout_s=config.uplink.ack_timeout_s,
                 backoff_max_s=config.uplink.backoff_max_s,
                 heartbeat_interval_s=config.uplink.heartbeat_interval_s,

@@ -88,6 +88,8 @@ class SpoolWriteError(SpoolError):
 
 @dataclass(frozen=True, slots=True)
 class SpooledRead:
+    seq: int
+    """Spool order: a later read has a higher ``seq``."""
     read_id: str
     sealed: bytes
     created_utc: datetime
@@ -259,17 +261,21 @@ class Spool:
 
     # -- reads ----------------------------------------------------------------------------------
 
-    def pending(self, limit: int) -> list[SpooledRead]:
-        """Up to `limit` reads, oldest first; they stay in the spool until acked."""
+    def pending(self, limit: int, after_seq: int | None = None) -> list[SpooledRead]:
+        """Up to `limit` reads, oldest first (only those after `after_seq`, when given: the uplink skips the
+        reads it has in flight); they stay in the spool until acked."""
         if limit <= 0:
             raise ValueError(f"limit must be positive, got {limit}")
         with self._lock, self._reading("pending") as conn:
             rows = conn.execute(
-                "SELECT read_id, sealed, created_utc, attempts FROM reads ORDER BY seq LIMIT ?", (limit,)
+                "SELECT seq, read_id, sealed, created_utc, attempts FROM reads WHERE seq > ? ORDER BY seq LIMIT ?",
+                (-1 if after_seq is None else after_seq, limit),
             ).fetchall()
         return [
-            SpooledRead(read_id=read_id, sealed=bytes(sealed), created_utc=_from_iso(created), attempts=attempts)
-            for read_id, sealed, created, attempts in rows
+            SpooledRead(
+                seq=seq, read_id=read_id, sealed=bytes(sealed), created_utc=_from_iso(created), attempts=attempts
+            )
+            for seq, read_id, sealed, created, attempts in rows
         ]
 
     def stats(self) -> SpoolStats:

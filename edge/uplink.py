@@ -1,9 +1,10 @@
 """Reliable edge -> hub delivery over a CurveZMQ DEALER socket (the zguide's Lazy Pirate pattern).
 
-The spool is the source of truth: the uplink sends the oldest pending reads in one batch, waits for
-the hub's ack, deletes acked (and rejected) reads from the spool, and repeats. No ack within
-``ack_timeout_s`` means the link or the hub is gone: the socket is closed and reopened (dropping
-whatever ZeroMQ still queued) and the same batch is resent after an exponential back-off. The hub
+The spool is the source of truth: the uplink sends the oldest pending reads in batches, up to
+``batches_in_flight`` of them before the first is acked, deletes acked (and rejected) reads from the
+spool, and sends the next. No ack within ``ack_timeout_s`` means the link or the hub is gone: the socket
+is closed and reopened (dropping whatever ZeroMQ still queued) and every unacked read is resent, oldest
+first, after an exponential back-off. The hub
 drops duplicates by read id, so a resend after a lost ack is harmless: exactly-once delivery is
 at-least-once sending plus idempotent storage.
 
@@ -30,6 +31,9 @@ logger = logging.getLogger(__name__)
 
 IDLE_POLL_S = 0.05
 """How often an idle uplink looks at the spool: bounds the send latency of a fresh read."""
+BATCHES_IN_FLIGHT = 4
+"""Batches sent ahead of their acks. With one, a backlog drains a batch per hub commit and the hub
+waits on the node between commits; a few keep the hub's next group arriving while it commits."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +51,7 @@ class UplinkConfig:
     hub_endpoint: str
     keys: CurveKeys
     batch_size: int = 64
+    batches_in_flight: int = BATCHES_IN_FLIGHT
     ack_timeout_s: float = 5.0
     backoff_min_s: float = 0.5
     backoff_max_s: float = 30.0
@@ -72,6 +77,8 @@ class UplinkStats:
 
 @dataclass
 class _InFlight:
+    """One batch sent and not yet fully acked."""
+
     read_ids: set[str]
     deadline: float
 
@@ -111,7 +118,9 @@ class Uplink:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._socket: zmq.Socket[bytes] | None = None
-        self._in_flight: _InFlight | None = None
+        self._in_flight: list[_InFlight] = []
+        self._sent_up_to: int | None = None
+        """The spool ``seq`` of the newest read in flight (None: nothing in flight, send from the oldest)."""
         self._pending = _Pending()
         self._backoff = config.backoff_min_s
         self._retry_at = 0.0
@@ -153,30 +162,32 @@ class Uplink:
 
     def _step(self) -> None:
         now = time.monotonic()
-        if self._in_flight is None and now >= self._retry_at:
-            self._send_batch(now)
+        while len(self._in_flight) < self.config.batches_in_flight and now >= self._retry_at:
+            if not self._send_batch(now):
+                break
         if now >= self._next_heartbeat:
             self._send_heartbeat(now)
         if now >= self._next_hotlist and self.hotlist_sink is not None:
             self._request_hotlist(now)
         self._receive(timeout_s=IDLE_POLL_S)
         now = time.monotonic()
-        reads_late = self._in_flight is not None and now > self._in_flight.deadline
+        reads_late = bool(self._in_flight) and now > self._in_flight[0].deadline
         heartbeat_late = self._pending.heartbeat_id is not None and now > self._pending.heartbeat_deadline
         if reads_late or heartbeat_late:
             self._on_timeout()
-        if self._in_flight is None:
+        if not self._in_flight:
             self._wake.wait(IDLE_POLL_S)
             self._wake.clear()
 
-    def _send_batch(self, now: float) -> None:
+    def _send_batch(self, now: float) -> bool:
+        """Send the next pending reads after those in flight; False when there were none."""
         if not self._pending.evictions:
             self._pending.evictions = self.spool.drain_eviction_reports()
         if self._pending.evictions and self._pending.evictions_id is None:
             self._send_evictions()
-        batch = self.spool.pending(self.config.batch_size)
+        batch = self.spool.pending(self.config.batch_size, after_seq=self._sent_up_to)
         if not batch:
-            return
+            return False
         message = wire.ReadsMessage(
             node_id=self.config.node_id,
             items=[wire.ReadRef(read_id=r.read_id, blob=i) for i, r in enumerate(batch)],
@@ -185,7 +196,9 @@ class Uplink:
         self.spool.mark_attempt(r.read_id for r in batch)
         self.stats.batches_sent += 1
         self.stats.resends += sum(1 for r in batch if r.attempts > 0)
-        self._in_flight = _InFlight({r.read_id for r in batch}, now + self.config.ack_timeout_s)
+        self._in_flight.append(_InFlight({r.read_id for r in batch}, now + self.config.ack_timeout_s))
+        self._sent_up_to = batch[-1].seq
+        return True
 
     def _send_heartbeat(self, now: float) -> None:
         message_id = wire.uuid7()
@@ -270,12 +283,16 @@ class Uplink:
         self.spool.ack(done)
         self.stats.reads_acked += len(ack.accepted)
         self.stats.reads_rejected += len(ack.rejected)
-        if self._in_flight is not None:
-            self._in_flight.read_ids -= done
-            if not self._in_flight.read_ids:
-                self._in_flight = None
-                self._backoff = self.config.backoff_min_s
-                self._wake.set()  # more may be waiting: send the next batch without idling
+        finished = False
+        for batch in self._in_flight:
+            batch.read_ids -= done
+            finished = finished or not batch.read_ids
+        if finished:
+            self._in_flight = [batch for batch in self._in_flight if batch.read_ids]
+            if not self._in_flight:
+                self._sent_up_to = None
+            self._backoff = self.config.backoff_min_s
+            self._wake.set()  # more may be waiting: send the next batch without idling
 
     def _on_timeout(self) -> None:
         self.stats.timeouts += 1
@@ -284,7 +301,8 @@ class Uplink:
                 "uplink: no ack from hub within %.1fs; reconnecting with back-off", self.config.ack_timeout_s
             )
         self.stats.link = "down"
-        self._in_flight = None
+        self._in_flight = []
+        self._sent_up_to = None  # resend everything unacked, oldest first
         self._pending.heartbeat_id = None
         self._pending.evictions_id = None
         self._retry_at = time.monotonic() + self._backoff

@@ -9,9 +9,10 @@ schema in the PostgreSQL ``test`` database (``--postgres-url``, default ``$ALPR_
 afterwards. Everything runs in this one process, so clients and hub share the machine (and the GIL).
 
 - ingest: ``--nodes`` simulated nodes, each a real CurveZMQ DEALER with its own enrolled key, speaking
-  the wire protocol like ``edge.uplink`` (batches of ``--batch`` pre-sealed reads, one batch in flight per
-  node) against an in-process ``IngestServer``; reads/s from the first send to the last ack. Sealing and
-  encoding happen before the clock starts, so the figure is the hub's. Images go where the default hub
+  the wire protocol like ``edge.uplink`` (batches of ``--batch`` pre-sealed reads, up to ``--in-flight``
+  batches sent ahead of their acks per node, as the uplink's ``batches_in_flight``) against an
+  in-process ``IngestServer``; reads/s from the first send to the last ack. Sealing and encoding
+  happen before the clock starts, so the figure is the hub's. Images go where the default hub
   config puts them (``--images disk``: appended to the hub's pack files, one ``fdatasync`` per group
   commit; see ``hub.storage``).
 - ack: the same nodes with reads arriving at a paced ``--paced-rate`` reads/s in total for
@@ -48,6 +49,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import deque
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -64,6 +66,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge import wire  # noqa: E402
 from edge.sealing import Opener, Sealer, generate_spool_keypair  # noqa: E402
+from edge.uplink import BATCHES_IN_FLIGHT  # noqa: E402
 from hub.config import DispatchSection, HubConfig, HubSection, IngestSection  # noqa: E402
 from hub.db import make_engine, session_factory, upgrade  # noqa: E402
 from hub.hotlists import HotlistService, HotlistSettings, create_hotlist  # noqa: E402
@@ -339,14 +342,15 @@ def dealer(
 
 @dataclass
 class SimNode:
-    """A node as the hub sees it: sealed reads becoming due at set times, one batch in flight."""
+    """A node as the hub sees it: sealed reads becoming due at set times, a few batches in flight."""
 
     name: str
     sock: zmq.Socket[bytes]
     reads: list[tuple[str, bytes]]
     due: list[float]
     sent: int = 0
-    in_flight: tuple[int, int] | None = None
+    in_flight: deque[tuple[int, int]] = field(default_factory=deque)
+    """Ranges of ``reads`` sent and not yet acked, oldest first (the hub acks a node's messages in order)."""
 
 
 @dataclass
@@ -364,8 +368,9 @@ def sealed_reads(node: str, count: int, sealer: Sealer, crop_bytes: int, rng: ra
     return out
 
 
-def drive(nodes: Sequence[SimNode], batch: int, timeout_s: float) -> DriveResult:
-    """Send every node's reads as they fall due, one batch in flight per node, until all are acked."""
+def drive(nodes: Sequence[SimNode], batch: int, timeout_s: float, in_flight: int = 1) -> DriveResult:
+    """Send every node's reads as they fall due, up to ``in_flight`` batches ahead of their acks per node,
+    until all are acked."""
     poller = zmq.Poller()
     by_socket: dict[zmq.Socket[bytes], SimNode] = {}
     for node in nodes:
@@ -381,37 +386,40 @@ def drive(nodes: Sequence[SimNode], batch: int, timeout_s: float) -> DriveResult
             raise RuntimeError(f"only {acked} of {total} reads acked within {timeout_s:.0f} s")
         wait = 0.1
         for node in nodes:
-            if node.in_flight is not None or node.sent >= len(node.reads):
-                continue
-            end, limit = node.sent, min(len(node.reads), node.sent + batch)
-            while end < limit and node.due[end] <= now:
-                end += 1
-            if end == node.sent:
-                wait = min(wait, node.due[node.sent] - now)
-                continue
-            chunk = node.reads[node.sent : end]
-            message = wire.ReadsMessage(
-                node_id=node.name, items=[wire.ReadRef(read_id=read_id, blob=i) for i, (read_id, _) in enumerate(chunk)]
-            )
-            node.sock.send_multipart(wire.encode(message, [sealed for _, sealed in chunk]))
-            node.in_flight = (node.sent, end)
-            node.sent = end
-            result.batches += 1
+            while len(node.in_flight) < in_flight and node.sent < len(node.reads):
+                end, limit = node.sent, min(len(node.reads), node.sent + batch)
+                while end < limit and node.due[end] <= now:
+                    end += 1
+                if end == node.sent:
+                    wait = min(wait, node.due[node.sent] - now)
+                    break
+                send_batch(node, end)
+                result.batches += 1
         for sock, _ in poller.poll(max(1, int(wait * 1000))):
             node = by_socket[sock]
             frames = node.sock.recv_multipart()
             at = time.perf_counter() - start
             header = msgpack.unpackb(frames[0], raw=False)
-            if header.get("type") != "ack" or node.in_flight is None:
+            if header.get("type") != "ack" or not node.in_flight:
                 raise RuntimeError(f"unexpected reply to node {node.name}: {header!r:.200}")
-            first, end = node.in_flight
-            if len(header.get("accepted", [])) != end - first:
-                raise RuntimeError(f"node {node.name}: {len(header.get('rejected', []))} reads rejected")
+            first, end = node.in_flight.popleft()
+            if header.get("accepted", []) != [read_id for read_id, _ in node.reads[first:end]]:
+                raise RuntimeError(f"node {node.name}: ack does not match its oldest batch in flight")
             result.latencies_s.extend(at - node.due[i] for i in range(first, end))
             acked += end - first
-            node.in_flight = None
             result.elapsed_s = at
     return result
+
+
+def send_batch(node: SimNode, end: int) -> None:
+    """Send ``node``'s reads from the next unsent one up to ``end`` as one ``reads`` message."""
+    chunk = node.reads[node.sent : end]
+    message = wire.ReadsMessage(
+        node_id=node.name, items=[wire.ReadRef(read_id=read_id, blob=i) for i, (read_id, _) in enumerate(chunk)]
+    )
+    node.sock.send_multipart(wire.encode(message, [sealed for _, sealed in chunk]))
+    node.in_flight.append((node.sent, end))
+    node.sent = end
 
 
 NodeSpec = tuple[str, tuple[str, str], list[tuple[str, bytes]], list[float]]
@@ -425,6 +433,7 @@ def _drive_child(
     runs: list[list[NodeSpec]],
     batch: int,
     timeout_s: float,
+    in_flight: int,
 ) -> None:
     """In a process of its own: connect the nodes, drive each run in turn, send back every run's result.
 
@@ -438,7 +447,8 @@ def _drive_child(
                 if name not in sockets:
                     where = endpoint if isinstance(endpoint, str) else endpoint[name]
                     sockets[name] = dealer(context, where, keys, hub_public)
-            results.append(drive([SimNode(n, sockets[n], reads, due) for n, _k, reads, due in specs], batch, timeout_s))
+            nodes = [SimNode(n, sockets[n], reads, due) for n, _k, reads, due in specs]
+            results.append(drive(nodes, batch, timeout_s, in_flight))
         conn.send(results)
     except Exception as exc:  # reported to the parent, which raises it
         conn.send(exc)
@@ -449,13 +459,20 @@ def _drive_child(
 
 
 def drive_elsewhere(
-    endpoint: str | dict[str, str], hub_public: str, runs: list[list[NodeSpec]], batch: int, timeout_s: float
+    endpoint: str | dict[str, str],
+    hub_public: str,
+    runs: list[list[NodeSpec]],
+    batch: int,
+    timeout_s: float,
+    in_flight: int = 1,
 ) -> list[DriveResult]:
     """:func:`drive` in a separate process, as real nodes are: the hub does not share its interpreter lock
     with the clients. Every run goes over the same connections (the first one can be a warm-up)."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
-    process = context.Process(target=_drive_child, args=(child, endpoint, hub_public, runs, batch, timeout_s))
+    process = context.Process(
+        target=_drive_child, args=(child, endpoint, hub_public, runs, batch, timeout_s, in_flight)
+    )
     process.start()
     try:
         outcome = parent.recv()
@@ -526,7 +543,7 @@ def bench_ingest_processes(backend: Backend, databases: Databases, args: argpars
             specs: list[NodeSpec] = [
                 (n, keys[n], sealed_reads(n, per_node, sealer, args.crop_bytes, rng), [0.0] * per_node) for n in names
             ]
-            done = drive_elsewhere(where, curve_public.decode(), [warm, specs], args.batch, 3600.0)[1]
+            done = drive_elsewhere(where, curve_public.decode(), [warm, specs], args.batch, 3600.0, args.in_flight)[1]
         finally:
             stored = 0
             for process, parent in hubs:
@@ -544,6 +561,7 @@ def bench_ingest_processes(backend: Backend, databases: Databases, args: argpars
         {
             "nodes": args.nodes,
             "batch": args.batch,
+            "in_flight": args.in_flight,
             "crop_bytes": args.crop_bytes,
             "images": args.images,
             "clients": "another process",
@@ -594,7 +612,9 @@ def bench_ingest_and_ack(
                 stored_before = server.stats.reads_stored + len(warm) * 4
                 note(f"{backend}: ingest, {args.nodes} nodes x {per_node} reads (driven from another process)")
                 # Warm-up first over the same connections: CURVE handshakes, compiled statements, packs.
-                done = drive_elsewhere(server.endpoint, hub_public, [warm, specs], args.batch, 3600.0)[1]
+                done = drive_elsewhere(server.endpoint, hub_public, [warm, specs], args.batch, 3600.0, args.in_flight)[
+                    1
+                ]
                 warm = []
                 total = per_node * args.nodes
                 # The hub counts a batch just after acking it: give the last count a moment to land.
@@ -618,6 +638,7 @@ def bench_ingest_and_ack(
                         {
                             "nodes": args.nodes,
                             "batch": args.batch,
+                            "in_flight": args.in_flight,
                             "crop_bytes": args.crop_bytes,
                             "images": args.images,
                             "clients": "another process",
@@ -636,7 +657,9 @@ def bench_ingest_and_ack(
                     paced.append((n, keys[n], sealed_reads(n, per_node, sealer, args.crop_bytes, rng), due))
                 note(f"{backend}: ack latency at {args.paced_rate:g} reads/s for {args.paced_seconds:g} s")
                 runs = [warm, paced] if warm else [paced]
-                done = drive_elsewhere(server.endpoint, hub_public, runs, args.batch, args.paced_seconds + 600.0)[-1]
+                done = drive_elsewhere(
+                    server.endpoint, hub_public, runs, args.batch, args.paced_seconds + 600.0, args.in_flight
+                )[-1]
                 lat = done.latencies_s
                 offered = per_node * args.nodes
                 results.append(
@@ -656,6 +679,7 @@ def bench_ingest_and_ack(
                             "seconds": args.paced_seconds,
                             "nodes": args.nodes,
                             "max_batch": args.batch,
+                            "in_flight": args.in_flight,
                             "crop_bytes": args.crop_bytes,
                             "images": args.images,
                         },
@@ -957,6 +981,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--reads", type=int, help="reads for the ingest throughput run")
     parser.add_argument("--batch", type=int, help="most reads per message, as the uplink's batch_size")
     parser.add_argument(
+        "--in-flight",
+        type=int,
+        default=BATCHES_IN_FLIGHT,
+        help="batches each node sends ahead of their acks, as the uplink's batches_in_flight",
+    )
+    parser.add_argument(
         "--hub-processes",
         type=int,
         default=1,
@@ -985,6 +1015,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "nodes",
         "reads",
         "batch",
+        "in_flight",
         "paced_rate",
         "paced_seconds",
         "hotlist_entries",

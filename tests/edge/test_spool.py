@@ -86,6 +86,16 @@ def test_put_pending_ack_in_order(spool: Spool, opener: Opener) -> None:
     assert spool.stats().depth == 1
 
 
+def test_pending_after_a_seq_skips_the_reads_in_flight(spool: Spool) -> None:
+    spool.put_many([(name, payload(n)) for n, name in enumerate("abcde")])
+    first = spool.pending(2)
+    assert [r.read_id for r in first] == ["a", "b"]
+    assert [r.read_id for r in spool.pending(2, after_seq=first[-1].seq)] == ["c", "d"]
+    spool.ack(["a"])  # an ack does not move the others
+    assert [r.read_id for r in spool.pending(10, after_seq=first[-1].seq)] == ["c", "d", "e"]
+    assert [r.read_id for r in spool.pending(10)] == ["b", "c", "d", "e"]
+
+
 def test_put_is_idempotent(spool: Spool, opener: Opener) -> None:
     spool.put("a", payload(1))
     spool.put("a", payload(2))

@@ -39,6 +39,9 @@ class HubPeer:
     heartbeats: list[wire.HeartbeatMessage] = field(default_factory=list)
     hotlist: list[wire.HotlistEntryModel] = field(default_factory=list)
     drop_acks: bool = False
+    hold_acks: bool = False
+    """Keep replies back (sent, in order, once this is cleared), as a hub busy committing would."""
+    read_messages: int = 0
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -63,19 +66,23 @@ class HubPeer:
         sock.bind(self.endpoint)
         ready.set()
         opener = Opener(self.keys.spool_private)
+        held: list[list[bytes]] = []
         try:
             while not self._stop.is_set():
+                while held and not self.hold_acks:
+                    sock.send_multipart(held.pop(0))
                 if not sock.poll(20):
                     continue
                 identity, *frames = sock.recv_multipart()
                 reply = self._handle(opener, *wire.decode(frames))
                 if reply is not None and not self.drop_acks:
-                    sock.send_multipart([identity, *reply])
+                    held.append([identity, *reply])
         finally:
             sock.close(linger=0)
 
     def _handle(self, opener: Opener, message: wire.Message, blobs: list[bytes]) -> list[bytes] | None:
         if isinstance(message, wire.ReadsMessage):
+            self.read_messages += 1
             accepted, rejected = [], []
             for item in message.items:
                 try:
@@ -254,3 +261,22 @@ def test_a_hub_with_another_key_is_never_trusted(hub: HubPeer, spool: Spool) -> 
     finally:
         uplink.stop()
         impostor.stop()
+
+
+def test_a_backlog_goes_out_several_batches_ahead_of_the_acks(hub: HubPeer, spool: Spool) -> None:
+    ids = spool_reads(spool, 45)
+    hub.hold_acks = True
+    hub.start()
+    uplink = make_uplink(hub, spool, batch_size=10, batches_in_flight=3, ack_timeout_s=5.0)
+    uplink.start()
+    try:
+        wait_for(lambda: hub.read_messages >= 3)
+        time.sleep(0.3)
+        assert hub.read_messages == 3  # the window is full: nothing more goes out before an ack
+        hub.hold_acks = False
+        wait_for(lambda: spool.stats().depth == 0)
+        assert set(hub.stored) == set(ids)
+        assert hub.deliveries == 45 and uplink.stats.resends == 0  # each read sent once
+        assert hub.read_messages == 5
+    finally:
+        uplink.stop()

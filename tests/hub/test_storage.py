@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edge.wire import CandidateModel, NodeHealth, ReadRecord
 from hub import storage
-from hub.db import make_engine, session_factory
+from hub.db import SQLITE_WAL_AUTOCHECKPOINT_PAGES, make_engine, session_factory
 from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText
 from hub.storage import (
     ImageIntegrityError,
@@ -490,12 +490,13 @@ def test_sqlite_engine_is_durable(tmp_path: Path) -> None:
     engine = make_engine(f"sqlite:///{tmp_path}/new/dir/hub.db")
     try:
         with engine.connect() as connection:
-            names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout")
+            names = ("journal_mode", "synchronous", "foreign_keys", "busy_timeout", "wal_autocheckpoint")
             pragmas = {name: connection.exec_driver_sql(f"PRAGMA {name}").scalar() for name in names}
         assert pragmas["journal_mode"] == "wal"
         assert pragmas["synchronous"] == 2  # FULL
         assert pragmas["foreign_keys"] == 1
         assert (pragmas["busy_timeout"] or 0) > 0
+        assert pragmas["wal_autocheckpoint"] == SQLITE_WAL_AUTOCHECKPOINT_PAGES  # not 1,000: see hub.db
         assert (tmp_path / "new" / "dir" / "hub.db").exists()
         with engine.begin() as connection:  # SQLAlchemy, not pysqlite, opens the transaction
             assert connection.exec_driver_sql("SELECT 1").scalar() == 1
