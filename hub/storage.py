@@ -43,7 +43,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel
 from sqlalchemy import (
@@ -143,7 +143,7 @@ class _BulkInsert:
                 if encode is not None and bound[name] is not None:
                     bound[name] = encode(bound[name])
             return bound
-        return tuple(process(row[name]) if process is not None else row[name] for name, process in self.binds)
+        return tuple([process(row[name]) if process is not None else row[name] for name, process in self.binds])
 
     def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
         """Insert ``rows`` (dicts with every column); the returned keys of those inserted (empty without RETURNING)."""
@@ -177,19 +177,24 @@ _bulk_inserts: weakref.WeakKeyDictionary[Dialect, dict[_BulkName, _BulkInsert]] 
 
 
 _bulk_lock = threading.Lock()
+_last_bulk: tuple[Dialect, dict[_BulkName, _BulkInsert]] | None = None
+"""The dialect asked for last and its inserts: a faster lookup than the weak dictionary's."""
 
 
 def _bulk(dialect: Dialect, name: _BulkName) -> _BulkInsert:
     """The bulk insert of ``images``, ``reads`` or ``read_candidate_texts``, built once per dialect."""
+    global _last_bulk
+    last = _last_bulk
+    if last is not None and last[0] is dialect:  # ingest asks once a read, nearly always for one dialect
+        return last[1][name]
     built = _bulk_inserts.get(dialect)
-    bulk = built.get(name) if built is not None else None
-    if bulk is None:
+    if built is None:
         with _bulk_lock:
-            built = _bulk_inserts.setdefault(dialect, {})
-            bulk = built.get(name)
-            if bulk is None:
-                bulk = built[name] = _build_bulk(dialect, name)
-    return bulk
+            built = _bulk_inserts.get(dialect)
+            if built is None:
+                built = _bulk_inserts[dialect] = {each: _build_bulk(dialect, each) for each in get_args(_BulkName)}
+    _last_bulk = (dialect, built)
+    return built[name]
 
 
 def _build_bulk(dialect: Dialect, name: _BulkName) -> _BulkInsert:
@@ -241,22 +246,33 @@ _SQLITE_DATETIME_FORMAT = "%(year)04d-%(month)02d-%(day)02d %(hour)02d:%(minute)
 """SQLAlchemy's default storage format for SQLite datetimes (naive UTC text here)."""
 
 
-def _aware_utc(value: datetime) -> datetime:
-    if value.tzinfo is None or value.utcoffset() is None:
+def _utc_wall_clock(value: datetime) -> datetime:
+    """``value`` moved to UTC wall-clock time (its tzinfo left as it is: only the fields are read).
+
+    Cheaper than ``astimezone(UTC)``, which ingest would pay four times a read: times parsed by pydantic
+    carry its own UTC tzinfo, not ``datetime.UTC``."""
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError("naive datetime: the hub stores timezone-aware UTC times only")
-    return value if value.tzinfo is UTC else value.astimezone(UTC)
+    return value - offset if offset else value
+
+
+_SQLITE_UTC_TEXT = "%04d-%02d-%02d %02d:%02d:%02d.%06d"
+_POSTGRES_UTC_TEXT = "%04d-%02d-%02dT%02d:%02d:%02d.%06d+00:00"
 
 
 def _sqlite_utc_text(value: datetime | None) -> str | None:
     """As ``UTCDateTime`` then SQLite's ``DATETIME`` bind it: naive UTC, ``YYYY-MM-DD HH:MM:SS.ffffff``."""
     if value is None:
         return None
-    return _aware_utc(value).replace(tzinfo=None).isoformat(" ", "microseconds")
+    v = _utc_wall_clock(value)
+    return _SQLITE_UTC_TEXT % (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)
 
 
 def _postgres_utc_text(value: datetime) -> str:
-    """As ``UTCDateTime`` binds it for PostgreSQL, in ISO 8601 with its offset."""
-    return _aware_utc(value).isoformat()
+    """As ``UTCDateTime`` binds it for PostgreSQL: ISO 8601 in UTC, with its offset."""
+    v = _utc_wall_clock(value)
+    return _POSTGRES_UTC_TEXT % (v.year, v.month, v.day, v.hour, v.minute, v.second, v.microsecond)
 
 
 def _json_encoder(column: Column[Any], dialect: Dialect) -> _Encoder | None:

@@ -603,10 +603,14 @@ def test_bulk_rows_are_bound_as_sqlalchemy_binds_them(database: Database) -> Non
         expected = process(row[column.name]) if process is not None else row[column.name]
         if database.backend == "sqlite":
             assert bound[bulk.columns.index(column.name)] == expected, column.name
-        elif isinstance(expected, datetime):  # PostgreSQL: ISO 8601 text of the bound value, inside JSON
-            assert bound[column.name] == expected.isoformat(), column.name
+        elif isinstance(expected, datetime):  # PostgreSQL: ISO 8601 text of the bound value in UTC, inside JSON
+            assert datetime.fromisoformat(bound[column.name]) == expected, column.name
+            assert bound[column.name].endswith("+00:00"), column.name
     if database.backend == "sqlite":
         assert bound[bulk.columns.index("first_seen_utc")] == "2026-11-28 18:29:59.999999"
         assert bound[bulk.columns.index("gps")] is None  # SQL NULL, not JSON null
+        assert bound[bulk.columns.index("received_utc")] == "0999-01-02 03:04:05.000000"
+    else:
+        assert bound["first_seen_utc"] == "2026-11-28T18:29:59.999999+00:00"
     with pytest.raises(ValueError, match="naive"):
         bulk.bind({**row, "best_utc": datetime(2026, 11, 28, 18, 0)})
