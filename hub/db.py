@@ -35,11 +35,14 @@ DEFAULT_URL = "sqlite:///var/hub/hub.db"
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 """How long a SQLite connection waits for another writer before giving up with "database is locked"."""
-SQLITE_WAL_AUTOCHECKPOINT_PAGES = 10_000
-"""Checkpoint once the WAL holds this many pages (40 MB), not SQLite's default 1,000. Each ingest commit
-touches a few thousand index pages at random (plates, hashes), so at the default nearly every commit
-ran a checkpoint and its fsync; a longer WAL writes a page hot in many commits back once. Sustained
-ingest on SQLite went from about 7,600 to 9,900 reads/s in the store alone (``docs/benchmarks.md``)."""
+SQLITE_WAL_AUTOCHECKPOINT_PAGES = 2_000
+"""Checkpoint once the WAL holds this many pages (8 MB), not SQLite's default 1,000. Each ingest commit
+touches hundreds to thousands of index pages at random (plates, hashes), so at the default nearly every
+commit ran a checkpoint and its fsync; a longer WAL writes a page hot in many commits back once. Longer
+still is faster but the commit that runs the checkpoint (and its acks) waits for it: measured on this
+project's machine (``docs/benchmarks.md``), 1,000 pages gave 3,600 reads/s with ack p99 26 ms, 2,000
+4,300 and 27 ms, 4,000 4,800 and 48 ms, 10,000 4,500-5,500 and 44-74 ms. Checkpointing on a thread of
+its own was tried and was worse (p99 230 ms: its writes and fsync delay the commits' WAL fsync)."""
 SQLITE_JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 """A WAL grown past this by a burst is truncated back to it after a checkpoint."""
 
