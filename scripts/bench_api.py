@@ -32,7 +32,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -137,7 +136,7 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict
     service.approve_user(console, "bench.user")
     device_key = service.register_device(console, "bench-laptop", "")
     client = TestClient(create_app(service))
-    secret = urllib.parse.parse_qs(urllib.parse.urlparse(new.totp_uri).query)["secret"][0]
+    secret = pyotp.parse_uri(new.totp_uri).secret
 
     def login() -> dict[str, str]:
         time.sleep(0)  # each client logs in once; codes are one-use, so the step changes between logins

@@ -54,7 +54,7 @@ def enrol_investigator() -> dict[str, str]:
     created = hub("users", "create", "demo-investigator", "--full-name", "Demo Investigator", "--org", "Demo PD",
                   "--classification", "Detective", "--roles", "authorized_user", "--by", "demo-admin")  # fmt: skip
     password = created.split("initial password: ")[1].split()[0]
-    secret = created.split("secret=")[1].split("&")[0]
+    secret = pyotp.parse_uri(next(word for word in created.split() if word.startswith("otpauth://"))).secret
     hub("users", "train", "demo-investigator", "--date", time.strftime("%Y-%m-%d", time.gmtime()), "--by", "demo-admin")
     hub("users", "approve", "demo-investigator", "--by", "demo-admin")
     device_key = hub("devices", "register", "demo-laptop", "--by", "demo-admin").split()[-1]

@@ -92,6 +92,15 @@ class NewAccount:
     totp_uri: str
 
 
+def initial_password() -> str:
+    """A random password that passes :func:`check_password_strength` (20 URL-safe characters; about one
+    draw in 64 is all letters, and is drawn again)."""
+    while True:
+        password = secrets.token_urlsafe(15)
+        if not password.isalpha():
+            return password
+
+
 def check_password_strength(password: str) -> None:
     if len(password) < MIN_PASSWORD_LENGTH:
         raise AccountError(f"passwords are at least {MIN_PASSWORD_LENGTH} characters")
@@ -133,7 +142,7 @@ def create_user(
     if not full_name.strip() or not organization.strip() or not classification.strip():
         raise AccountError("full name, organization and job classification are required")
     checked_roles = parse_roles(roles)
-    password = password or secrets.token_urlsafe(15)
+    password = password or initial_password()
     check_password_strength(password)
     secret = pyotp.random_base32()
     session.add(User(

@@ -8,16 +8,17 @@ Reads are stored through the hub's own storage path, with made-up plates only.
 from __future__ import annotations
 
 import secrets
-import urllib.parse
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pyotp
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
 
 from edge.wire import ReadRecord
 from hub.access.auditlog import AccessLog
@@ -25,9 +26,12 @@ from hub.access.gate import Actor
 from hub.access.policy import PolicySettings
 from hub.access.service import ComplianceService
 from hub.api.app import API_PREFIX, create_app
+from hub.hotlists import HotlistService, add_entry, create_hotlist
+from hub.keys import create_keys
 from hub.models import Node
 from hub.storage import ImageStore, store_reads
 from tests.hub.conftest import NOW, Database, make_record
+from tests.hub.processes import write_hub_config
 
 PASSWORD = "correct-horse-battery-9"
 ADMIN = "admin.alvarez"
@@ -78,7 +82,7 @@ class World:
         org: str = "Example PD",
     ) -> Person:
         new = self.service.create_user(self.console, username, f"Test {username}", org, classification, roles, PASSWORD)
-        secret = totp_secret(new.totp_uri)
+        secret = pyotp.parse_uri(new.totp_uri).secret  # as the user's authenticator app reads the QR code
         if trained:
             self.service.record_training(self.console, username, self.clock.now - timedelta(days=1))
         if approved and trained and set(roles) & DATA_ROLES:  # approval is for access to ALPR information
@@ -133,11 +137,6 @@ class World:
             ]
 
 
-def totp_secret(uri: str) -> str:
-    """The seed in an ``otpauth://`` URI, as the user's authenticator app reads it from the QR code."""
-    return urllib.parse.parse_qs(urllib.parse.urlparse(uri).query)["secret"][0]
-
-
 def make_world(database: Database, policy: PolicySettings | None = None) -> World:
     clock = Clock(NOW + timedelta(hours=1))
     service = ComplianceService(
@@ -163,3 +162,26 @@ def world(database: Database) -> Iterator[World]:
 
 
 __all__ = ["ADMIN", "CASE", "NOW", "PASSWORD", "Clock", "Person", "World", "make_record", "make_world"]
+
+
+def raise_hit_in(sessions: sessionmaker[Session], node_id: int, images: ImageStore) -> int:
+    """A read of a made-up plate on a stolen-vehicle list, matched: one open hit."""
+    record = make_record(plate="8XYZ321", candidates=[], crop_jpeg=b"\xff\xd8hit-crop\xff\xd9")
+    store_reads(sessions, [record], node_id, images)
+    with sessions.begin() as session:
+        create_hotlist(session, "stolen-vehicles", now=NOW - timedelta(days=1))
+        add_entry(session, "stolen-vehicles", "8XYZ321", "CA", "stolen vehicle", 1, None, "", "hl-manager",
+                  "NCIC entry", now=NOW - timedelta(days=1))  # fmt: skip
+    hotlists = HotlistService(sessions)
+    hotlists.refresh(force=True)
+    with sessions.begin() as session:
+        events = hotlists.match_and_record(session, [record], NOW, "car-12")
+    assert len(events) == 1
+    return events[0].hit_id
+
+
+def hub_config(tmp_path: Path, database: Database) -> Path:
+    """A hub.toml on ``database`` for the console commands run in-process, with the hub's keys made."""
+    config = write_hub_config(tmp_path / "hub.toml", database_url=database.url, api=False)
+    create_keys(tmp_path / "hub-data" / "keys")
+    return config

@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from hub.access.accounts import AccountError
+from hub.access.accounts import AccountError, check_password_strength, initial_password
 from hub.access.models import User
 from hub.access.policy import AccessSection, PolicySettings
 from tests.hub.access.conftest import ADMIN, CASE, World, make_world
@@ -293,3 +293,9 @@ def test_password_change_needs_the_current_password_and_a_strong_new_one(world: 
     assert ok.status_code == 204
     nia.password = "a-much-better-pass-77"
     assert world.login(nia)
+
+
+def test_every_initial_password_passes_the_strength_rule() -> None:
+    # One random draw in about 64 is all letters; 2,000 draws would all but surely hit one.
+    for _ in range(2000):
+        check_password_strength(initial_password())

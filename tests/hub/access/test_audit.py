@@ -18,10 +18,9 @@ from hub.access.models import AccessLogChain, AccessLogEntry
 from hub.access.service import AccessDenied
 from hub.cli import main as hub_main
 from hub.db import make_engine, session_factory
-from hub.keys import create_keys, load_access_log_key
-from tests.hub.access.conftest import ADMIN, CASE, World, make_record
+from hub.keys import load_access_log_key
+from tests.hub.access.conftest import ADMIN, CASE, World, hub_config, make_record
 from tests.hub.conftest import Database
-from tests.hub.processes import write_hub_config
 
 PERIOD = {"from_utc": "2026-01-01T00:00:00Z", "to_utc": "2027-01-01T00:00:00Z"}
 
@@ -226,13 +225,6 @@ def test_the_console_never_reads_alpr_information(world: World) -> None:
 
     with pytest.raises(AccessDenied, match="through the API by a trained user"):
         world.service.search(Actor.console("root"), SearchQuery(plate="7ABC123"), CASE)
-
-
-def hub_config(tmp_path: Path, database: Database) -> Path:
-    """A hub.toml on ``database`` for the console commands run in-process, with the hub's keys made."""
-    config = write_hub_config(tmp_path / "hub.toml", database_url=database.url, api=False)
-    create_keys(tmp_path / "hub-data" / "keys")
-    return config
 
 
 def test_alpr_hub_audit_verify_catches_a_direct_edit_of_the_table(

@@ -13,9 +13,7 @@ from hub.db import make_engine, session_factory
 from hub.keys import load_access_log_key
 from hub.models import Node
 from hub.storage import ImageStore
-from tests.hub.access.conftest import NOW
-from tests.hub.access.test_audit import hub_config
-from tests.hub.access.test_hits_api import raise_hit_in
+from tests.hub.access.conftest import NOW, hub_config, raise_hit_in
 from tests.hub.conftest import Database
 
 

@@ -3,33 +3,11 @@ and a disposition; every step logged, and nothing beyond hits reachable with the
 
 from __future__ import annotations
 
-from datetime import timedelta
-
-from sqlalchemy.orm import Session, sessionmaker
-
-from hub.hotlists import HotlistService, add_entry, create_hotlist
-from hub.storage import ImageStore, store_reads
-from tests.hub.access.conftest import NOW, World, make_record
+from tests.hub.access.conftest import World, raise_hit_in
 
 
 def raise_hit(world: World) -> int:
     return raise_hit_in(world.database.sessions, world.node_id, world.service.images)
-
-
-def raise_hit_in(sessions: sessionmaker[Session], node_id: int, images: ImageStore) -> int:
-    """A read of a made-up plate on a stolen-vehicle list, matched: one open hit."""
-    record = make_record(plate="8XYZ321", candidates=[], crop_jpeg=b"\xff\xd8hit-crop\xff\xd9")
-    store_reads(sessions, [record], node_id, images)
-    with sessions.begin() as session:
-        create_hotlist(session, "stolen-vehicles", now=NOW - timedelta(days=1))
-        add_entry(session, "stolen-vehicles", "8XYZ321", "CA", "stolen vehicle", 1, None, "", "hl-manager",
-                  "NCIC entry", now=NOW - timedelta(days=1))  # fmt: skip
-    hotlists = HotlistService(sessions)
-    hotlists.refresh(force=True)
-    with sessions.begin() as session:
-        events = hotlists.match_and_record(session, [record], NOW, "car-12")
-    assert len(events) == 1
-    return events[0].hit_id
 
 
 def test_a_dispatcher_sees_open_hits_their_crops_and_records_a_disposition(world: World) -> None:

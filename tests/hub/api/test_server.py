@@ -8,7 +8,6 @@ import shutil
 import subprocess
 import time
 import tomllib
-import urllib.parse
 from pathlib import Path
 
 import httpx
@@ -62,7 +61,7 @@ def test_serve_publishes_the_api_and_the_audit_report_renders_in_a_browser(tmp_p
     password = re.search(r"initial password: (\S+)", created)
     uri = re.search(r"(otpauth://\S+)", created)
     assert password and uri
-    secret = urllib.parse.parse_qs(urllib.parse.urlparse(uri[1]).query)["secret"][0]
+    secret = pyotp.parse_uri(uri[1]).secret
     run_cli(config, "users", "train", "rivera", "--date", time.strftime("%Y-%m-%d", time.gmtime()), "--by", "admin")
     run_cli(config, "users", "approve", "rivera", "--by", "admin")
     device_key = run_cli(config, "devices", "register", "mdc-12", "--by", "admin").split()[-1]
