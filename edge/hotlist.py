@@ -45,8 +45,8 @@ from pydantic import ValidationError
 from edge.recognition.formats import lookalike_variants, mask_plate, normalize_plate
 from edge.sealing import KEY_BYTES, decode_key, encode_key
 from edge.wire import (
-    HotlistEntryModel,
     HotlistMessage,
+    ListedPlate,
     ReadRecord,
     WireError,
     pack_hotlist_entries,
@@ -63,7 +63,9 @@ LOOKALIKE_SCORE = 0.8
 _MATCH_RANK: dict[str, int] = {"exact": 0, "lookalike": 1, "candidate": 2, "candidate-lookalike": 3}
 """Lower is better: dedupe keeps the best-ranked match of an entry."""
 
-_Index = dict[str, tuple[HotlistEntryModel, ...]]
+_Index = dict[str, ListedPlate | tuple[ListedPlate, ...]]
+"""key -> its one entry, or a tuple of them when several share it (a tuple per key would add 56 bytes to
+each of a million keys)."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -77,31 +79,37 @@ class Hit:
 
     plate_read: str
     """The text that matched: the read's top text or one of its candidates (normalised)."""
-    entry: HotlistEntryModel
+    entry: ListedPlate
     match_type: MatchType
     score: float
     """1.0 for an exact hit on the top text; LOOKALIKE_SCORE for a look-alike one; a candidate's confidence
     (times LOOKALIKE_SCORE when look-alike) for candidate hits."""
 
 
-def _build_index(pairs: Iterable[tuple[str, HotlistEntryModel]]) -> _Index:
+def _build_index(pairs: Iterable[tuple[str, ListedPlate]]) -> _Index:
     """key -> entries, in input order. Linear even when many entries share a key."""
     index: _Index = {}
-    shared: dict[str, list[HotlistEntryModel]] = {}
+    shared: dict[str, list[ListedPlate]] = {}
     for key, entry in pairs:
         found = index.get(key)
         if found is None:
-            index[key] = (entry,)
+            index[key] = entry
         elif key in shared:
             shared[key].append(entry)
         else:
-            shared[key] = [*found, entry]
+            shared[key] = [*_entries(found), entry]
     for key, entries in shared.items():
         index[key] = tuple(entries)
     return index
 
 
-def _lookalike_pairs(entries: Sequence[HotlistEntryModel]) -> Iterable[tuple[str, HotlistEntryModel]]:
+def _entries(found: ListedPlate | tuple[ListedPlate, ...] | None) -> tuple[ListedPlate, ...]:
+    if found is None:
+        return ()
+    return (found,) if isinstance(found, ListedPlate) else found
+
+
+def _lookalike_pairs(entries: Sequence[ListedPlate]) -> Iterable[tuple[str, ListedPlate]]:
     for entry in entries:
         if entry.lookalike_tolerance:
             for variant in lookalike_variants(entry.plate, 1):
@@ -122,7 +130,7 @@ class HotlistIndex:
     Entry plates are used as they are: the wire type (``PlateText``) already restricts them to A-Z0-9.
     """
 
-    def __init__(self, entries: Sequence[HotlistEntryModel], version: int = 0) -> None:
+    def __init__(self, entries: Sequence[ListedPlate], version: int = 0) -> None:
         self.version = version
         self._count = len(entries)
         self._exact = _build_index((entry.plate, entry) for entry in entries)
@@ -150,7 +158,7 @@ class HotlistIndex:
         type. With ``check_state``, an entry whose state is known and differs from a known ``state`` of
         the read is not a hit.
         """
-        best: dict[HotlistEntryModel, Hit] = {}
+        best: dict[ListedPlate, Hit] = {}
         read_state = _normalize_state(state) if check_state else None
         top = normalize_plate(text)
         if top:
@@ -171,7 +179,7 @@ class HotlistIndex:
 
     def _collect(
         self,
-        best: dict[HotlistEntryModel, Hit],
+        best: dict[ListedPlate, Hit],
         plate: str,
         score: float,
         exact_type: MatchType,
@@ -179,8 +187,8 @@ class HotlistIndex:
         read_state: str | None,
     ) -> None:
         for entries, match_type, hit_score in (
-            (self._exact.get(plate, ()), exact_type, score),
-            (self._lookalike.get(plate, ()), lookalike_type, score * LOOKALIKE_SCORE),
+            (_entries(self._exact.get(plate)), exact_type, score),
+            (_entries(self._lookalike.get(plate)), lookalike_type, score * LOOKALIKE_SCORE),
         ):
             for entry in entries:
                 if read_state is not None and entry.state is not None:
@@ -251,7 +259,7 @@ class HotlistCache:
         self._version_memo: tuple[tuple[int, int, int], int] | None = None
         self._lock = threading.Lock()
 
-    def store(self, message: HotlistMessage, entries: Sequence[HotlistEntryModel]) -> None:
+    def store(self, message: HotlistMessage, entries: Sequence[ListedPlate]) -> None:
         """Replace the snapshot atomically. Raises ValueError when ``entries`` disagrees with the
         message's entry count, OSError when the disk refuses."""
         if len(entries) != message.entry_count:

@@ -324,7 +324,7 @@ class EdgeNode:
 
     # --- hot lists ---------------------------------------------------------------------------
 
-    def _on_hotlist(self, message: wire.HotlistMessage, entries: list[wire.HotlistEntryModel]) -> None:
+    def _on_hotlist(self, message: wire.HotlistMessage, entries: list[wire.ListedPlate]) -> None:
         self.hotlist_cache.store(message, entries)
         self.hotlist = HotlistIndex(entries, version=message.version)
 

@@ -93,7 +93,7 @@ class _Pending:
     evictions: list[EvictionReport] = field(default_factory=list)
 
 
-HotlistSink = Callable[[wire.HotlistMessage, list[wire.HotlistEntryModel]], None]
+HotlistSink = Callable[[wire.HotlistMessage, list[wire.ListedPlate]], None]
 HealthProvider = Callable[[], wire.NodeHealth]
 
 

@@ -19,10 +19,12 @@ Exchanges (edge -> hub, hub -> edge):
 from __future__ import annotations
 
 import os
+import sys
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Protocol
 
 import msgpack
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -215,6 +217,48 @@ class HotlistEntryModel(_Model):
     lookalike_tolerance: bool = False
 
 
+class HotlistEntryFields(Protocol):
+    """What packing a hot-list entry reads: a :class:`HotlistEntryModel` or a :class:`ListedPlate`."""
+
+    @property
+    def plate(self) -> str: ...
+    @property
+    def state(self) -> str | None: ...
+    @property
+    def list_name(self) -> str: ...
+    @property
+    def category(self) -> str: ...
+    @property
+    def priority(self) -> int: ...
+    @property
+    def lookalike_tolerance(self) -> bool: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ListedPlate:
+    """A validated hot-list entry as nodes and the hub keep it in memory, a million of them at a time.
+
+    :class:`HotlistEntryModel` checks an entry at the boundary; this is what is kept: a pydantic model
+    per entry cost about 1.5 kB, too much for a national list on a Raspberry Pi. The strings that
+    repeat across entries (state, list name, category) are interned, so a million entries share a few.
+    """
+
+    plate: str
+    state: str | None
+    list_name: str
+    category: str
+    priority: int
+    lookalike_tolerance: bool = False
+
+    @classmethod
+    def from_model(cls, model: HotlistEntryModel) -> ListedPlate:
+        state = sys.intern(model.state) if model.state is not None else None
+        return cls(
+            model.plate, state, sys.intern(model.list_name), sys.intern(model.category), model.priority,
+            model.lookalike_tolerance,
+        )  # fmt: skip
+
+
 class HotlistMessage(_Model):
     """A snapshot; its entries travel msgpack-packed in blob 0 (see ``pack_hotlist_entries``)."""
 
@@ -281,20 +325,22 @@ def decode(frames: Sequence[bytes]) -> tuple[Message, list[bytes]]:
     return message, blobs
 
 
-def pack_hotlist_entries(entries: Sequence[HotlistEntryModel]) -> bytes:
+def pack_hotlist_entries(entries: Sequence[HotlistEntryFields]) -> bytes:
     """Hot-list entries as one msgpack array of arrays (compact for a million entries)."""
     rows = [[e.plate, e.state, e.list_name, e.category, e.priority, e.lookalike_tolerance] for e in entries]
     packed: bytes = msgpack.packb(rows, use_bin_type=True)
     return packed
 
 
-def unpack_hotlist_entries(blob: bytes) -> list[HotlistEntryModel]:
+def unpack_hotlist_entries(blob: bytes) -> list[ListedPlate]:
+    """Entries packed by :func:`pack_hotlist_entries`, each validated as a :class:`HotlistEntryModel`."""
     rows = _unpack(blob, MAX_MESSAGE_BYTES)
     if not isinstance(rows, list):
         raise WireError("malformed", "hot-list blob is not an array")
     keys = ("plate", "state", "list_name", "category", "priority", "lookalike_tolerance")
+    validate, compact = HotlistEntryModel.model_validate, ListedPlate.from_model
     try:
-        return [HotlistEntryModel.model_validate(dict(zip(keys, row, strict=True))) for row in rows]
+        return [compact(validate(dict(zip(keys, row, strict=True)))) for row in rows]
     except (ValidationError, TypeError, ValueError) as exc:
         raise WireError("schema", f"bad hot-list entry: {type(exc).__name__}") from None
 

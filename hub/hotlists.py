@@ -41,13 +41,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import ColumnElement, and_, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.hotlist import HotlistIndex, MatchType
 from edge.recognition.formats import normalize_plate
-from edge.wire import HotlistCurrentMessage, HotlistEntryModel, HotlistMessage, ReadRecord, pack_hotlist_entries
+from edge.wire import (
+    HotlistCurrentMessage,
+    HotlistEntryModel,
+    HotlistMessage,
+    ListedPlate,
+    ReadRecord,
+    pack_hotlist_entries,
+)
 from hub.models import Hit, Hotlist, HotlistEntry, HotlistVersion
 from hub.storage import sha256_hex
 
@@ -200,14 +207,22 @@ class ImportResult:
     source_sha256: str
 
 
-class ActiveEntry(HotlistEntryModel):
-    """An active entry as the hub matches it: the wire fields (what nodes get) plus its database identity."""
+@dataclass(frozen=True, slots=True)
+class ActiveEntry(ListedPlate):
+    """An active entry as the hub matches it: the wire fields (what nodes get) plus its database identity.
 
-    entry_id: int = Field(default=0, description="HotlistEntry.id")
-    hotlist_id: int = Field(default=0, description="Hotlist.id")
-    version_added: int = Field(default=0, ge=0, description="the version that added the entry")
-    check_state: bool = Field(default=False, description="the list's check_state")
-    expires_utc: AwareDatetime | None = Field(default=None, description="no longer active from then on")
+    A compact record like its base, not a model: the hub's index holds a million of them."""
+
+    entry_id: int = 0
+    """``HotlistEntry.id``."""
+    hotlist_id: int = 0
+    """``Hotlist.id``."""
+    version_added: int = 0
+    """The version that added the entry."""
+    check_state: bool = False
+    """The list's ``check_state``."""
+    expires_utc: datetime | None = None
+    """No longer active from then on (aware UTC)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -885,12 +900,12 @@ def active_entries(session: Session, now: datetime | None = None) -> list[Active
     )
     entries: list[ActiveEntry] = []
     unsafe = 0
-    validate = ActiveEntry.model_validate
+    validate = HotlistEntryModel.model_validate
     for entry_id, plate, state, category, priority, expires, version_added, list_id, name, tolerant, check in rows:
-        # Validated (about 2 us each, no slower than model_construct): a row written outside this module
-        # that a node would refuse must not spoil the whole snapshot.
+        # The wire fields are validated (about 2 us each): a row written outside this module that a node
+        # would refuse must not spoil the whole snapshot.
         try:
-            entry = validate(
+            wire_entry = validate(
                 {
                     "plate": plate,
                     "state": state,
@@ -898,17 +913,19 @@ def active_entries(session: Session, now: datetime | None = None) -> list[Active
                     "category": category,
                     "priority": priority,
                     "lookalike_tolerance": tolerant,
-                    "entry_id": entry_id,
-                    "hotlist_id": list_id,
-                    "version_added": version_added,
-                    "check_state": check,
-                    "expires_utc": expires,
                 }
             )
         except ValidationError:
             unsafe += 1
             continue
-        entries.append(entry)
+        listed = ListedPlate.from_model(wire_entry)
+        entries.append(
+            ActiveEntry(
+                listed.plate, listed.state, listed.list_name, listed.category, listed.priority,
+                listed.lookalike_tolerance, entry_id, list_id, version_added, bool(check),
+                _utc(expires, "expires_utc") if expires is not None else None,
+            )
+        )  # fmt: skip
     if unsafe:
         logger.error("hot lists: %d stored entries are not valid wire entries and were left out", unsafe)
     return entries

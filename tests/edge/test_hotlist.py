@@ -30,7 +30,7 @@ from edge.hotlist import (
     load_or_create_cache_key,
 )
 from edge.recognition.formats import LOOKALIKES, lookalike_variants
-from edge.wire import CandidateModel, GpsModel, HotlistEntryModel, HotlistMessage, ReadRecord, uuid7
+from edge.wire import CandidateModel, GpsModel, HotlistEntryModel, HotlistMessage, ListedPlate, ReadRecord, uuid7
 
 NOW = datetime(2026, 11, 28, 18, 0, tzinfo=UTC)
 
@@ -43,8 +43,8 @@ def entry(
     priority: int = 5,
     state: str | None = None,
     tolerant: bool = False,
-) -> HotlistEntryModel:
-    return HotlistEntryModel(
+) -> ListedPlate:
+    model = HotlistEntryModel(
         plate=plate,
         state=state,
         list_name=list_name,
@@ -52,6 +52,7 @@ def entry(
         priority=priority,
         lookalike_tolerance=tolerant,
     )
+    return ListedPlate.from_model(model)
 
 
 def wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> bool:
@@ -166,19 +167,12 @@ def test_index_of_200k_entries_matches_like_a_reference() -> None:
     plates[1::1000] = plates[::1000][: len(plates[1::1000])]  # some plates on two lists
     # model_construct: the entries come validated off the wire; building 200k validated models is what's slow.
     entries = [
-        HotlistEntryModel.model_construct(
-            plate=plate,
-            state=None,
-            list_name=f"list{i % 7}",
-            category="vehicle",
-            priority=i % 10,
-            lookalike_tolerance=rng.random() < 0.1,
-        )
+        ListedPlate(plate, None, f"list{i % 7}", "vehicle", i % 10, rng.random() < 0.1)
         for i, plate in enumerate(plates)
     ]
     index = HotlistIndex(entries, version=1)
     assert len(index) == 200_000
-    by_plate: dict[str, list[HotlistEntryModel]] = {}
+    by_plate: dict[str, list[ListedPlate]] = {}
     for e in entries:
         by_plate.setdefault(e.plate, []).append(e)
 
@@ -211,7 +205,7 @@ ENTRIES = [
 ]
 
 
-def snapshot(version: int, entries: list[HotlistEntryModel] = ENTRIES) -> HotlistMessage:
+def snapshot(version: int, entries: list[ListedPlate] = ENTRIES) -> HotlistMessage:
     return HotlistMessage(version=version, created_utc=NOW, entry_count=len(entries))
 
 

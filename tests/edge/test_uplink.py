@@ -234,13 +234,13 @@ def test_heartbeats_carry_node_health(hub: HubPeer, spool: Spool) -> None:
 def test_hotlist_snapshot_reaches_the_sink(hub: HubPeer, spool: Spool) -> None:
     hub.hotlist = [wire.HotlistEntryModel(plate="7ABC123", list_name="stolen", category="stolen vehicle", priority=1)]
     hub.start()
-    received: list[tuple[int, list[wire.HotlistEntryModel]]] = []
+    received: list[tuple[int, list[wire.ListedPlate]]] = []
     uplink = make_uplink(hub, spool)
     uplink.hotlist_sink = lambda message, entries: received.append((message.version, entries))
     uplink.start()
     try:
         wait_for(lambda: bool(received))
-        assert received[0] == (3, hub.hotlist)
+        assert received[0] == (3, [wire.ListedPlate.from_model(entry) for entry in hub.hotlist])
         assert uplink.stats.hotlist_version == 3
     finally:
         uplink.stop()

@@ -94,7 +94,9 @@ def test_hotlist_entries_pack_compactly_and_validate() -> None:
     ]
     blob = wire.pack_hotlist_entries(entries)
     assert len(blob) < 50_000
-    assert wire.unpack_hotlist_entries(blob) == entries
+    unpacked = wire.unpack_hotlist_entries(blob)
+    assert unpacked == [wire.ListedPlate.from_model(entry) for entry in entries]
+    assert unpacked[0].list_name is unpacked[1].list_name  # repeated strings shared, not one copy an entry
     with pytest.raises(WireError):
         wire.unpack_hotlist_entries(msgpack.packb([["bad plate!", None, "l", "c", 1, False]]))
 
