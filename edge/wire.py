@@ -326,23 +326,58 @@ def decode(frames: Sequence[bytes]) -> tuple[Message, list[bytes]]:
 
 
 def pack_hotlist_entries(entries: Sequence[HotlistEntryFields]) -> bytes:
-    """Hot-list entries as one msgpack array of arrays (compact for a million entries)."""
-    rows = [[e.plate, e.state, e.list_name, e.category, e.priority, e.lookalike_tolerance] for e in entries]
-    packed: bytes = msgpack.packb(rows, use_bin_type=True)
+    """Hot-list entries as one msgpack map, compact for a million entries and more.
+
+    ``{"strings": [...], "entries": [[plate, state, list, category, priority, look-alike], ...]}`` where
+    state, list and category are indexes into ``strings`` (state None when unknown): those repeat across
+    entries, and spelled out in every row a national list (about 45 bytes an entry) would not fit in one
+    message (:data:`MAX_MESSAGE_BYTES`); so it takes about 14.
+    """
+    strings: dict[str, int] = {}
+
+    def ref(text: str) -> int:
+        return strings.setdefault(text, len(strings))
+
+    rows = [
+        [e.plate, None if e.state is None else ref(e.state), ref(e.list_name), ref(e.category), e.priority,
+         e.lookalike_tolerance]
+        for e in entries
+    ]  # fmt: skip
+    packed: bytes = msgpack.packb({"strings": list(strings), "entries": rows}, use_bin_type=True)
     return packed
 
 
 def unpack_hotlist_entries(blob: bytes) -> list[ListedPlate]:
-    """Entries packed by :func:`pack_hotlist_entries`, each validated as a :class:`HotlistEntryModel`."""
-    rows = _unpack(blob, MAX_MESSAGE_BYTES)
-    if not isinstance(rows, list):
-        raise WireError("malformed", "hot-list blob is not an array")
+    """Entries packed by :func:`pack_hotlist_entries` (or, as snapshots cached by earlier versions, a plain
+    array of ``[plate, state, list, category, priority, look-alike]`` rows), each validated as a
+    :class:`HotlistEntryModel`."""
+    packed = _unpack(blob, MAX_MESSAGE_BYTES)
+    strings: list[Any] | None = None  # None: the plain array of earlier versions
+    if isinstance(packed, dict):
+        strings, rows = packed.get("strings"), packed.get("entries")
+        if not isinstance(strings, list) or not isinstance(rows, list):
+            raise WireError("malformed", "hot-list blob has no list of strings and of entries")
+    elif isinstance(packed, list):
+        rows = packed
+    else:
+        raise WireError("malformed", "hot-list blob is neither a map nor an array")
     keys = ("plate", "state", "list_name", "category", "priority", "lookalike_tolerance")
     validate, compact = HotlistEntryModel.model_validate, ListedPlate.from_model
     try:
+        if strings is not None:
+            rows = [_resolve(row, strings) for row in rows]
         return [compact(validate(dict(zip(keys, row, strict=True)))) for row in rows]
-    except (ValidationError, TypeError, ValueError) as exc:
+    except (ValidationError, TypeError, ValueError, IndexError) as exc:
         raise WireError("schema", f"bad hot-list entry: {type(exc).__name__}") from None
+
+
+def _resolve(row: Any, strings: list[Any]) -> list[Any]:
+    """A dictionary-encoded row with its state, list and category looked up (indexes must be ints)."""
+    plate, state, list_name, category, priority, tolerant = row
+    for index in (state, list_name, category):
+        if index is not None and (type(index) is not int or index < 0):
+            raise ValueError("string index")
+    return [plate, None if state is None else strings[state], strings[list_name], strings[category], priority, tolerant]
 
 
 def _unpack(payload: bytes, limit: int) -> Any:

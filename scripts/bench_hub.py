@@ -19,7 +19,8 @@ afterwards. Everything runs in this one process, so clients and hub share the ma
   ``--paced-seconds``; latency of each read from its arrival (open loop) to the ack of its batch.
 - match: ``HotlistService`` over ``--hotlist-entries`` active entries bulk-inserted with SQL (10% on a list
   with look-alike tolerance); the build time (load from the database and index) and resident memory it
-  adds, then ``index.match_read`` per read over ``--match-reads`` reads (1% hits, each with a candidate).
+  adds, then ``index.match_read`` per read over ``--match-reads`` reads (1% hits, each with a candidate);
+  and what the same lists cost a node: its snapshot unpacked (validated) and indexed, time and memory.
 - search: ``hub.storage.find_reads_by_plate`` over ``--search-reads`` reads bulk-inserted with SQL
   (PostgreSQL ``generate_series``, SQLite recursive CTE; indexes dropped for the load and recreated from
   the models, which equal the migrations), about ``--reads-per-plate`` reads per plate; latency of
@@ -65,6 +66,7 @@ from sqlalchemy.orm import Session, sessionmaker
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge import wire  # noqa: E402
+from edge.hotlist import HotlistIndex  # noqa: E402
 from edge.sealing import Opener, Sealer, generate_spool_keypair  # noqa: E402
 from edge.uplink import BATCHES_IN_FLIGHT  # noqa: E402
 from hub.config import DispatchSection, HubConfig, HubSection, IngestSection  # noqa: E402
@@ -769,24 +771,52 @@ def bench_match(
     for record in reads:
         hits += len(index.match_read(record))
     per_read = (time.perf_counter() - started) / len(reads)
-    result = Result(
+    snapshot = service.snapshot(None)
+    assert isinstance(snapshot, tuple)
+    lookalike_keys = index.lookalike_keys
+    del service, index
+    node_build_s, node_added = node_index_cost(snapshot[1])
+    return Result(
         "match",
         backend,
         {
             "us_per_read": round(per_read * 1e6, 2),
-            "entries": len(index),
-            "lookalike_keys": index.lookalike_keys,
+            "entries": filled.entries,
+            "lookalike_keys": lookalike_keys,
             "build_s": round(build_s, 2),
             "rss_added_mb": round(added / 2**20, 1),
+            "node_build_s": round(node_build_s, 2),
+            "node_rss_added_mb": round(node_added / 2**20, 1),
             "reads": len(reads),
             "hits": hits,
         },
         {"entries": filled.entries, "lookalike_share": 0.1, "reads": len(reads), "hit_share": 0.01},
-        f"{per_read * 1e6:.1f} us/read; build {build_s:.1f} s, +{added / 2**20:,.0f} MB",
+        f"{per_read * 1e6:.1f} us/read; build {build_s:.1f} s, +{added / 2**20:,.0f} MB; "
+        f"on a node +{node_added / 2**20:,.0f} MB",
     )
-    del service, index
+
+
+def node_index_cost(blob: bytes) -> tuple[float, int]:
+    """Seconds and resident bytes a node spends on a snapshot: unpacking (validating) its entries and
+    indexing them, as ``edge.hotlist.HotlistCache.load`` does. Measured in a fresh process, where no
+    memory freed by the hub's index can be reused."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        cost: tuple[float, int] = pool.apply(_node_index_cost, (blob,))
+    return cost
+
+
+def _node_index_cost(blob: bytes) -> tuple[float, int]:
     gc.collect()
-    return result
+    rss_before = rss_bytes()
+    started = time.perf_counter()
+    index = HotlistIndex(wire.unpack_hotlist_entries(blob))
+    build_s = time.perf_counter() - started
+    gc.collect()
+    added = rss_bytes() - rss_before
+    if len(index) == 0:
+        raise RuntimeError("empty snapshot")
+    return build_s, added
 
 
 def bench_hits(

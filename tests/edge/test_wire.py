@@ -101,6 +101,48 @@ def test_hotlist_entries_pack_compactly_and_validate() -> None:
         wire.unpack_hotlist_entries(msgpack.packb([["bad plate!", None, "l", "c", 1, False]]))
 
 
+def test_a_national_hot_list_fits_in_one_message() -> None:
+    # About 14 bytes an entry: two million entries stay under the message limit (spelled out in every
+    # row, the state, list name and category made it about 45, and a million did not fit).
+    lists = [
+        ("ncic-stolen-vehicles", "stolen vehicle"),
+        ("felony-warrants", "felony warrant"),
+        ("amber", "amber alert"),
+    ]
+    entries = [
+        wire.ListedPlate(f"{i:07d}", "CA" if i % 3 else None, *lists[i % 3], i % 10, i % 7 == 0) for i in range(200_000)
+    ]
+    blob = wire.pack_hotlist_entries(entries)
+    assert len(blob) / len(entries) <= 16
+    assert 2_000_000 * len(blob) / len(entries) < wire.MAX_MESSAGE_BYTES
+    assert wire.unpack_hotlist_entries(blob) == entries
+
+
+def test_snapshots_cached_in_the_earlier_row_format_still_unpack() -> None:
+    rows = [["7ABC123", "CA", "stolen", "stolen vehicle", 1, False], ["8XYZ999", None, "amber", "amber alert", 0, True]]
+    assert wire.unpack_hotlist_entries(msgpack.packb(rows)) == [
+        wire.ListedPlate("7ABC123", "CA", "stolen", "stolen vehicle", 1, False),
+        wire.ListedPlate("8XYZ999", None, "amber", "amber alert", 0, True),
+    ]
+
+
+@pytest.mark.parametrize(
+    "packed",
+    [
+        {"strings": ["stolen", "vehicle"], "entries": [["7ABC123", None, 0, 5, 1, False]]},  # no such string
+        {"strings": ["stolen", "vehicle"], "entries": [["7ABC123", None, -1, 1, 1, False]]},  # negative index
+        {"strings": ["stolen", "vehicle"], "entries": [["7ABC123", None, "stolen", 1, 1, False]]},  # not an index
+        {"strings": ["stolen", "vehicle"], "entries": [["7ABC123", None, 0, 1]]},  # short row
+        {"strings": "stolen", "entries": []},
+        {"entries": []},
+        "stolen",
+    ],
+)
+def test_damaged_hot_list_blobs_are_refused(packed: object) -> None:
+    with pytest.raises(WireError):
+        wire.unpack_hotlist_entries(msgpack.packb(packed))
+
+
 def test_read_ids_must_be_uuid7() -> None:
     with pytest.raises(ValueError):
         ReadRef(read_id=str(uuid.uuid4()), blob=0)
