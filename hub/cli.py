@@ -81,8 +81,9 @@ def db_upgrade_command(args: argparse.Namespace, config: HubConfig) -> int:
 
 
 def serve_command(args: argparse.Namespace, config: HubConfig) -> int:
-    from hub.service import HubService
+    from hub.service import HubService, tune_garbage_collection
 
+    tune_garbage_collection()
     service = HubService(config)
     stop = threading.Event()
 

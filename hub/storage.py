@@ -1228,9 +1228,19 @@ def _read_row(
     }
 
 
+SEARCHABLE_CANDIDATE_MIN_CONFIDENCE = 0.02
+"""Candidates at least this likely are searchable (``read_candidate_texts``); all of them stay in the read.
+
+A node sends up to ten candidates a read, most of them texts seen in one frame reading of fifty or
+fewer. Searching by those would show investigators reads that are almost surely of other vehicles
+(data they have no need to see), and indexing them cost the hub more than the read itself: eleven
+random-key index entries a read instead of about four. Hot-list matching still uses every candidate."""
+
+
 def _candidate_texts(record: ReadRecord) -> list[str]:
-    """The read's plate and every candidate text, once each."""
-    return list(dict.fromkeys([record.plate, *(candidate.text for candidate in record.candidates)]))
+    """The read's plate and each candidate text likely enough to search by, once each."""
+    likely = (c.text for c in record.candidates if c.confidence >= SEARCHABLE_CANDIDATE_MIN_CONFIDENCE)
+    return list(dict.fromkeys([record.plate, *likely]))
 
 
 # --- searching --------------------------------------------------------------------------------

@@ -75,7 +75,7 @@ from hub.hotlists import HotlistService, HotlistSettings, create_hotlist  # noqa
 from hub.ingest import IngestServer  # noqa: E402
 from hub.keys import create_keys, load_keys  # noqa: E402
 from hub.models import Base, HotlistVersion, Node  # noqa: E402
-from hub.service import HubService  # noqa: E402
+from hub.service import HubService, tune_garbage_collection  # noqa: E402
 from hub.storage import ImageStore, find_reads_by_plate  # noqa: E402
 
 Backend = Literal["sqlite", "postgresql"]
@@ -302,16 +302,20 @@ def sqlite_now_text() -> str:
 # --- wire-speaking nodes ------------------------------------------------------------------------
 
 
-def make_read(node: str, plate: str, crop_bytes: int, rng: random.Random, candidate: bool = True) -> wire.ReadRecord:
+def make_read(node: str, plate: str, crop_bytes: int, rng: random.Random, candidates: int = 1) -> wire.ReadRecord:
+    """A read of ``plate`` with ``candidates`` alternative texts (one character changed), as a node's
+    tracker merges them: likelihoods 0.2, 0.1, 0.05 ... (the demo's reads carry ten, 0.25 down to 0.001)."""
     now = datetime.now(UTC)
-    candidates = [wire.CandidateModel(text=random_plate(rng), confidence=0.04)] if candidate else []
+    alternatives = [
+        wire.CandidateModel(text=misread(plate, rng), confidence=0.2 * 0.5**rank) for rank in range(candidates)
+    ]
     return wire.ReadRecord(
         read_id=wire.uuid7(),
         node_id=node,
         camera_id="front",
         plate=plate,
         confidence=0.93,
-        candidates=candidates,
+        candidates=alternatives,
         region="us-ca",
         box=(10.0, 20.0, 110.0, 50.0),
         char_confidences=[0.99] * len(plate),
@@ -324,6 +328,11 @@ def make_read(node: str, plate: str, crop_bytes: int, rng: random.Random, candid
         software_version="bench",
         model_versions={"ocr": "bench"},
     )
+
+
+def misread(plate: str, rng: random.Random) -> str:
+    at = rng.randrange(len(plate))
+    return plate[:at] + rng.choice(PLATE_CHARS) + plate[at + 1 :]
 
 
 def random_plate(rng: random.Random) -> str:
@@ -362,10 +371,13 @@ class DriveResult:
     batches: int = 0
 
 
-def sealed_reads(node: str, count: int, sealer: Sealer, crop_bytes: int, rng: random.Random) -> list[tuple[str, bytes]]:
+def sealed_reads(
+    node: str, count: int, sealer: Sealer, rng: random.Random, args: argparse.Namespace
+) -> list[tuple[str, bytes]]:
+    """``count`` reads of ``node`` (``args.crop_bytes``, ``args.candidates``), sealed as the node's spool does."""
     out = []
     for _ in range(count):
-        record = make_read(node, random_plate(rng), crop_bytes, rng)
+        record = make_read(node, random_plate(rng), args.crop_bytes, rng, args.candidates)
         out.append((record.read_id, sealer.seal(record.to_bytes())))
     return out
 
@@ -495,6 +507,7 @@ def _ingest_child(
     spool_private: bytes,
 ) -> None:
     """One hub ingest process: serve until told to stop, then report how many reads it stored."""
+    tune_garbage_collection()  # as alpr-hub serve does
     engine = make_engine(url)
     server = IngestServer(
         "tcp://127.0.0.1:*",
@@ -538,12 +551,10 @@ def bench_ingest_processes(backend: Backend, databases: Databases, args: argpars
             endpoints = [parent.recv() for _, parent in hubs]
             where = {name: endpoints[i % len(endpoints)] for i, name in enumerate(names)}
             per_node = max(1, args.reads // args.nodes)
-            warm: list[NodeSpec] = [
-                (n, keys[n], sealed_reads(n, 4, sealer, args.crop_bytes, rng), [0.0] * 4) for n in names
-            ]
+            warm: list[NodeSpec] = [(n, keys[n], sealed_reads(n, 4, sealer, rng, args), [0.0] * 4) for n in names]
             note(f"{backend}: sealing {per_node * args.nodes} reads for {args.hub_processes} hub processes")
             specs: list[NodeSpec] = [
-                (n, keys[n], sealed_reads(n, per_node, sealer, args.crop_bytes, rng), [0.0] * per_node) for n in names
+                (n, keys[n], sealed_reads(n, per_node, sealer, rng, args), [0.0] * per_node) for n in names
             ]
             done = drive_elsewhere(where, curve_public.decode(), [warm, specs], args.batch, 3600.0, args.in_flight)[1]
         finally:
@@ -564,6 +575,7 @@ def bench_ingest_processes(backend: Backend, databases: Databases, args: argpars
             "nodes": args.nodes,
             "batch": args.batch,
             "in_flight": args.in_flight,
+            "candidates": args.candidates,
             "crop_bytes": args.crop_bytes,
             "images": args.images,
             "clients": "another process",
@@ -601,14 +613,17 @@ def bench_ingest_and_ack(
         images_root = databases.workdir / f"images-{backend}-{uuid.uuid4().hex[:6]}"
         server, hub_public, sealer = start_ingest(sessions, args.images, images_root)
         try:
-            warm: list[NodeSpec] = [
-                (n, keys[n], sealed_reads(n, 4, sealer, args.crop_bytes, rng), [0.0] * 4) for n in names
-            ]
+            warm: list[NodeSpec] = [(n, keys[n], sealed_reads(n, 4, sealer, rng, args), [0.0] * 4) for n in names]
             if "ingest" in run:
                 per_node = max(1, args.reads // args.nodes)
                 note(f"{backend}: sealing {per_node * args.nodes} reads for the ingest run")
                 specs: list[NodeSpec] = [
-                    (n, keys[n], sealed_reads(n, per_node, sealer, args.crop_bytes, rng), [0.0] * per_node)
+                    (
+                        n,
+                        keys[n],
+                        sealed_reads(n, per_node, sealer, rng, args),
+                        [0.0] * per_node,
+                    )
                     for n in names
                 ]
                 stored_before = server.stats.reads_stored + len(warm) * 4
@@ -641,6 +656,7 @@ def bench_ingest_and_ack(
                             "nodes": args.nodes,
                             "batch": args.batch,
                             "in_flight": args.in_flight,
+                            "candidates": args.candidates,
                             "crop_bytes": args.crop_bytes,
                             "images": args.images,
                             "clients": "another process",
@@ -656,7 +672,7 @@ def bench_ingest_and_ack(
                 paced: list[NodeSpec] = []
                 for k, n in enumerate(names):
                     due = [(j * args.nodes + k) / args.paced_rate for j in range(per_node)]
-                    paced.append((n, keys[n], sealed_reads(n, per_node, sealer, args.crop_bytes, rng), due))
+                    paced.append((n, keys[n], sealed_reads(n, per_node, sealer, rng, args), due))
                 note(f"{backend}: ack latency at {args.paced_rate:g} reads/s for {args.paced_seconds:g} s")
                 runs = [warm, paced] if warm else [paced]
                 done = drive_elsewhere(
@@ -682,6 +698,7 @@ def bench_ingest_and_ack(
                             "nodes": args.nodes,
                             "max_batch": args.batch,
                             "in_flight": args.in_flight,
+                            "candidates": args.candidates,
                             "crop_bytes": args.crop_bytes,
                             "images": args.images,
                         },
@@ -849,7 +866,7 @@ def bench_hits(
     latencies: list[float] = []
 
     def send_hit() -> str:
-        record = make_read("bench-hits", hashed_plate(rng.randint(1, filled.entries)), 2000, rng, candidate=False)
+        record = make_read("bench-hits", hashed_plate(rng.randint(1, filled.entries)), 2000, rng, candidates=0)
         sealed = sealer.seal(record.to_bytes())
         message = wire.ReadsMessage(node_id="bench-hits", items=[wire.ReadRef(read_id=record.read_id, blob=0)])
         frames = wire.encode(message, [sealed])
@@ -1023,6 +1040,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ingest: also measure this many hub processes on one database (nodes spread over them)",
     )
     parser.add_argument("--crop-bytes", type=int, default=3000, help="size of each read's (random) crop JPEG")
+    parser.add_argument(
+        "--candidates", type=int, default=10, help="alternative texts per read (ingest, ack), as the tracker's ten"
+    )
     parser.add_argument("--images", choices=["disk", "db"], default="disk", help="the hub's image store mode")
     parser.add_argument("--paced-rate", type=float, help="reads/s offered in the ack latency run")
     parser.add_argument("--paced-seconds", type=float, help="length of the ack latency run")
@@ -1060,8 +1080,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.batch > wire.MAX_BATCH:
         parser.error(f"--batch may be at most {wire.MAX_BATCH} (the wire protocol's limit)")
-    if args.hit_interval < 0 or args.crop_bytes < 0:
-        parser.error("--hit-interval and --crop-bytes must not be negative")
+    if args.hit_interval < 0 or args.crop_bytes < 0 or not 0 <= args.candidates <= 32:
+        parser.error("--hit-interval and --crop-bytes must not be negative, --candidates 0 to 32")
     unknown = set(args.only.split(",")) - set(BENCHMARKS)
     if unknown:
         parser.error(f"--only: unknown benchmarks {sorted(unknown)}")
@@ -1070,6 +1090,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    tune_garbage_collection()  # the hub's servers run in this process: set up as alpr-hub serve sets its own
     logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
     run = set(args.only.split(","))
     backends: list[Backend] = ["sqlite", "postgresql"] if args.db == "both" else [args.db]

@@ -77,6 +77,21 @@ def test_store_batch_inserts_reads_images_and_candidate_texts(database: Database
         assert list(found) == [records[0].read_id]
 
 
+def test_unlikely_candidates_are_kept_with_the_read_but_not_searchable(database: Database, node_id: int) -> None:
+    floor = storage.SEARCHABLE_CANDIDATE_MIN_CONFIDENCE
+    candidates = [
+        CandidateModel(text="7A8C123", confidence=floor),
+        CandidateModel(text="7ABC128", confidence=floor / 2),
+        CandidateModel(text="1ABC123", confidence=0.0),
+    ]
+    record = make_record(candidates=candidates)
+    store_reads(database.sessions, [record], node_id, DB_IMAGES, received_utc=NOW)
+    with database.sessions() as session:
+        stored = session.get_one(Read, record.read_id)
+        assert [c["text"] for c in stored.candidates] == ["7A8C123", "7ABC128", "1ABC123"]  # all kept
+        assert candidate_texts(session, [record.read_id]) == {record.read_id: {"7ABC123", "7A8C123"}}
+
+
 def test_same_batch_again_is_all_duplicates(database: Database, node_id: int) -> None:
     records = [make_record() for _ in range(4)]
     store_reads(database.sessions, records, node_id, DB_IMAGES)
