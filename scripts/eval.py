@@ -25,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.recognition.const import DETECTOR_MODEL  # noqa: E402
 from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
 from edge.recognition.formats import edit_distance  # noqa: E402
 from edge.recognition.geometry import match_boxes  # noqa: E402
@@ -69,8 +70,9 @@ def evaluate(
     baselines: bool,
     cct_path: Path | None,
     split: str | None = None,
+    detector_model: Path = DETECTOR_MODEL,
 ) -> dict[str, Any]:
-    detector = OnnxPlateDetector(backend=backend, threads=threads)
+    detector = OnnxPlateDetector(detector_model, backend=backend, threads=threads)
     reader = OnnxPlateReader(threads=threads)
     teachers: dict[str, Any] = {}
     if baselines:
@@ -80,6 +82,7 @@ def evaluate(
         if cct_path is not None:
             teachers["fast_plate_ocr_cct_xs"] = CctTeacher(cct_path)
     n_gt = n_pred = n_tp = n_tp_loose = 0
+    by_source: dict[str, list[int]] = {}  # source: [plates, matched at IoU >= 0.5]
     width_ratios: list[float] = []
     height_ratios: list[float] = []
     end_to_end, ocr_on_truth = ReadScore(), ReadScore()
@@ -99,6 +102,8 @@ def evaluate(
         loose = match_boxes([d.box for d in detections], truth_boxes, 0.3)
         n_gt, n_pred, n_tp = n_gt + len(truth_boxes), n_pred + len(detections), n_tp + len(matched)
         n_tp_loose += len(loose)
+        source = by_source.setdefault(item.source, [0, 0])
+        source[0], source[1] = source[0] + len(truth_boxes), source[1] + len(matched)
         for p, t in loose.items():
             (dx1, dy1, dx2, dy2), (tx1, ty1, tx2, ty2) = detections[p].box, truth_boxes[t]
             width_ratios.append((dx2 - dx1) / max(tx2 - tx1, 1e-6))
@@ -119,6 +124,7 @@ def evaluate(
     return {
         "manifest": str(manifest),
         "images": len(items),
+        "detector_model": str(detector_model),
         "detector_backend": backend,
         "seconds": round(time.perf_counter() - started, 1),
         "detection": {
@@ -130,6 +136,7 @@ def evaluate(
             "precision_iou_0.3": round(n_tp_loose / max(n_pred, 1), 4),
             "median_box_width_ratio": round(float(np.median(width_ratios)), 3) if width_ratios else None,
             "median_box_height_ratio": round(float(np.median(height_ratios)), 3) if height_ratios else None,
+            "recall_by_source": {k: round(v[1] / max(v[0], 1), 4) for k, v in sorted(by_source.items())},
         },
         "end_to_end": end_to_end.summary(),
         "ocr_on_labelled_boxes": ocr_on_truth.summary(),
@@ -143,6 +150,7 @@ def main() -> None:
     parser.add_argument("--manifest", type=Path, required=True)
     parser.add_argument("--out", type=Path, help="write the full report (with misreads) here as JSON")
     parser.add_argument("--backend", choices=["onnxruntime", "opencv"], default="onnxruntime")
+    parser.add_argument("--detector", type=Path, default=DETECTOR_MODEL, help="detector ONNX file (a candidate, say)")
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--no-baselines", action="store_true", help="skip the teacher baselines")
     parser.add_argument("--split", help="only this split of the manifest (e.g. val of detect/manifest.jsonl)")
@@ -154,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     cct = args.teacher_cct if args.teacher_cct.is_file() else None
-    report = evaluate(args.manifest, args.backend, args.threads, not args.no_baselines, cct, args.split)
+    report = evaluate(args.manifest, args.backend, args.threads, not args.no_baselines, cct, args.split, args.detector)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

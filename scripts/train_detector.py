@@ -3,6 +3,7 @@
     python scripts/train_detector.py --manifest ../shared/datasets/detect/manifest.jsonl \
         --out runs/detector --epochs 30
     python scripts/train_detector.py ... --resume          # continue from runs/detector/last.pt
+    python scripts/train_detector.py ... --init-onnx models/plate_detector.onnx   # fine-tune an export
     python scripts/train_detector.py ... --export-only --onnx models/plate_detector.onnx
 
 Only the manifest's ``train`` split is trained on; ``val`` picks nothing but is reported.
@@ -29,6 +30,7 @@ from edge.recognition.geometry import decode_centers, letterbox, match_boxes, nm
 from scripts.trainlib.augment import real_world  # noqa: E402
 from scripts.trainlib.manifest import ManifestImage, read_manifest  # noqa: E402
 from scripts.trainlib.nets import PlateDetectorNet, count_parameters  # noqa: E402
+from scripts.trainlib.onnx_init import load_onnx_convs  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_detector")
@@ -250,6 +252,9 @@ def main() -> None:
     )
     parser.add_argument("--limit", type=int, default=0, help="use only this many images (smoke tests)")
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument(
+        "--init-onnx", type=Path, help="start from the weights of an exported detector (ignored with --resume)"
+    )
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument("--onnx", type=Path, default=Path("models/plate_detector.onnx"))
     args = parser.parse_args()
@@ -282,6 +287,10 @@ def main() -> None:
         train, val = train[: args.limit], val[: args.limit]
     logger.info("params=%d train=%d val=%d", count_parameters(model), len(train), len(val))
     dataset = DetectionTiles(train, args.tile, args.seed, args.dense_size)
+    if args.init_onnx and start_epoch == 0:
+        calibration = torch.stack([dataset[i][0] for i in range(0, len(train), max(1, len(train) // 32))][:32])
+        load_onnx_convs(model, args.init_onnx, calibration)
+        logger.info("initial val %s", evaluate(model, val, args.eval_long_side, 0.3))
     steps_per_epoch = math.ceil(len(train) / int(args.batch))
     total_steps = steps_per_epoch * int(args.epochs)
     warmup = min(300, total_steps // 10)

@@ -26,6 +26,7 @@ from edge.recognition.formats import ALPHABET, PAD, SLOTS  # noqa: E402
 from scripts.make_ocr_data import CROP_MARGIN, OCR_H, OCR_W, STORE_H, STORE_W  # noqa: E402
 from scripts.trainlib.augment import real_world  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
+from scripts.trainlib.onnx_init import calibrate_pass_through, load_folded_convs, read_onnx_weights  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_ocr")
@@ -120,37 +121,12 @@ def exact_rate(model: PlateOcrNet, images: np.ndarray, labels: np.ndarray) -> fl
 
 
 def load_onnx_weights(model: PlateOcrNet, path: Path, calibration: np.ndarray) -> None:
-    """Start from an exported model: the exporter folds each BatchNorm into its convolution, so the
-    folded weights go to the convolutions and each BatchNorm is set to pass its input through
-    unchanged, in eval mode exactly and in train mode nearly (its scale and shift are set from the
-    statistics of its input over ``calibration``, a batch of training crops)."""
-    import onnx  # noqa: PLC0415 - only needed here
-    from onnx import numpy_helper  # noqa: PLC0415
-
-    graph = onnx.load(str(path)).graph
-    weights = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in graph.initializer}
-    convs = [n for n in graph.node if n.op_type == "Conv"]
-    pairs: list[tuple[torch.nn.Conv2d, torch.nn.BatchNorm2d]] = []
-    modules = list(model.features.modules())
-    for i, m in enumerate(modules):
-        if isinstance(m, torch.nn.Conv2d):
-            bn = next(b for b in modules[i + 1 :] if isinstance(b, torch.nn.BatchNorm2d))
-            pairs.append((m, bn))
-    if len(pairs) + 1 != len(convs):  # the last Conv is the attention's 1x1
-        raise ValueError(f"{path}: {len(convs)} convolutions, the network has {len(pairs) + 1}")
-    fused_bias = []
+    """Start from an exported model (``scripts/trainlib/onnx_init.py``: folded BatchNorms pass their
+    input through); ``calibration`` is a batch of training crops for the BatchNorm statistics."""
+    graph, weights = read_onnx_weights(path)
+    x = torch.from_numpy(calibration.astype(np.float32)[:, None] / 255.0)
+    load_folded_convs(model, graph, weights, x)
     with torch.no_grad():
-        for (conv, bn), node in zip(pairs, convs[:-1], strict=True):
-            conv.weight.copy_(weights[node.input[1]])
-            fused_bias.append(weights[node.input[2]])
-            running_mean, running_var = _running_stats(bn)
-            bn.weight.fill_(1.0)
-            bn.bias.copy_(fused_bias[-1])
-            running_mean.zero_()
-            running_var.fill_(1.0 - bn.eps)
-        model.attention.weight.copy_(weights[convs[-1].input[1]])
-        assert model.attention.bias is not None
-        model.attention.bias.copy_(weights[convs[-1].input[2]])
         model.position.copy_(weights["position"])
         matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
         hidden, output = (layer for layer in model.classifier if isinstance(layer, torch.nn.Linear))
@@ -158,32 +134,8 @@ def load_onnx_weights(model: PlateOcrNet, path: Path, calibration: np.ndarray) -
         hidden.bias.copy_(weights["classifier.0.bias"])
         output.weight.copy_(weights[matmuls[1].input[1]].T)
         output.bias.copy_(weights["classifier.3.bias"])
-        stats: dict[torch.nn.BatchNorm2d, tuple[torch.Tensor, torch.Tensor]] = {}
-
-        def record(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-            x = inputs[0]
-            assert isinstance(module, torch.nn.BatchNorm2d)
-            stats[module] = (x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False))
-
-        hooks = [bn.register_forward_pre_hook(record) for _, bn in pairs]
-        model.eval()
-        model(torch.from_numpy(calibration.astype(np.float32)[:, None] / 255.0))
-        for h in hooks:
-            h.remove()
-        for (_, bn), bias in zip(pairs, fused_bias, strict=True):
-            mean, var = stats[bn]
-            running_mean, running_var = _running_stats(bn)
-            running_mean.copy_(mean)
-            running_var.copy_(var)
-            bn.weight.copy_(torch.sqrt(var + bn.eps))
-            bn.bias.copy_(mean + bias)
-    model.train()
+    calibrate_pass_through(model, x)
     logger.info("initialised from %s", path)
-
-
-def _running_stats(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    assert bn.running_mean is not None and bn.running_var is not None
-    return bn.running_mean, bn.running_var
 
 
 def export_onnx(model: PlateOcrNet, path: Path) -> None:
