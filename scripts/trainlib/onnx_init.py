@@ -10,6 +10,7 @@ statistics undoes itself on batches like it, and training starts from the export
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,21 @@ def _running_stats(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     return bn.running_mean, bn.running_var
 
 
+def _watch_inputs(
+    model: nn.Module, watched: list[nn.Module], record: Callable[[nn.Module, tuple[torch.Tensor, ...]], None],
+    example: torch.Tensor,
+) -> None:  # fmt: skip
+    """One eval-mode forward pass of ``example`` with ``record`` called on each watched module's inputs."""
+    hooks = [module.register_forward_pre_hook(record) for module in watched]
+    try:
+        with torch.no_grad():
+            model.eval()
+            model(example)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
 def _convs_in_call_order(model: nn.Module, example: torch.Tensor) -> list[nn.Conv2d]:
     """Each Conv2d once, in the order a forward pass calls it (the order of an exported graph)."""
     order: list[nn.Conv2d] = []
@@ -42,14 +58,7 @@ def _convs_in_call_order(model: nn.Module, example: torch.Tensor) -> list[nn.Con
         if isinstance(module, nn.Conv2d) and module not in order:
             order.append(module)
 
-    hooks = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, nn.Conv2d)]
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(example)
-    finally:
-        for h in hooks:
-            h.remove()
+    _watch_inputs(model, [m for m in model.modules() if isinstance(m, nn.Conv2d)], record, example)
     return order
 
 
@@ -111,14 +120,7 @@ def calibrate_pass_through(model: nn.Module, calibration: torch.Tensor) -> None:
         assert isinstance(module, nn.BatchNorm2d)
         stats[module] = (x.mean(dim=(0, 2, 3)), x.var(dim=(0, 2, 3), unbiased=False))
 
-    hooks = [bn.register_forward_pre_hook(record) for bn in norms]
-    try:
-        with torch.no_grad():
-            model.eval()
-            model(calibration)
-    finally:
-        for h in hooks:
-            h.remove()
+    _watch_inputs(model, list(norms), record, calibration)
     with torch.no_grad():
         for bn in norms:
             mean, var = stats[bn]

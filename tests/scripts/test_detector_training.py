@@ -5,6 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.scripts.conftest import exported_with_batch_statistics
+
 
 @pytest.mark.training  # torch: `make test-train` (the training extras), not `make test`
 def test_warm_start_from_an_exported_detector_gives_the_same_outputs(tmp_path: Path) -> None:
@@ -16,12 +18,9 @@ def test_warm_start_from_an_exported_detector_gives_the_same_outputs(tmp_path: P
     from scripts.trainlib.onnx_init import load_onnx_convs
 
     torch.manual_seed(0)
-    source = PlateDetectorNet()
-    source.train()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them matters
-        source(torch.rand(4, 3, 128, 128))
-    path = tmp_path / "detector.onnx"
-    export_onnx(source, path)
+    path = exported_with_batch_statistics(
+        PlateDetectorNet(), torch.rand(4, 3, 128, 128), export_onnx, tmp_path / "detector.onnx"
+    )
     target = PlateDetectorNet()
     load_onnx_convs(target, path, torch.rand(4, 3, 128, 128))
     x = np.random.default_rng(0).random((1, 3, 96, 160), dtype=np.float32)

@@ -7,6 +7,7 @@ import pytest
 
 from scripts.make_ocr_data import LabelRule
 from scripts.trainlib.teachers import TeacherRead
+from tests.scripts.conftest import exported_with_batch_statistics
 
 
 def rule() -> LabelRule:
@@ -44,11 +45,7 @@ def test_warm_start_from_an_exported_model_reads_the_same(tmp_path: Path) -> Non
 
     torch.manual_seed(0)
     source = PlateOcrNet()
-    source.train()
-    with torch.no_grad():  # non-trivial BatchNorm statistics, so folding them matters
-        source(torch.rand(16, 1, 48, 160))
-    path = tmp_path / "ocr.onnx"
-    export_onnx(source, path)
+    path = exported_with_batch_statistics(source, torch.rand(16, 1, 48, 160), export_onnx, tmp_path / "ocr.onnx")
     images = (np.random.default_rng(0).random((24, 48, 160)) * 255).astype(np.uint8)
     target = PlateOcrNet()
     load_onnx_weights(target, path, images[:16])
