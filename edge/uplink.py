@@ -4,9 +4,8 @@ The spool is the source of truth: the uplink sends the oldest pending reads in b
 ``batches_in_flight`` of them before the first is acked, deletes acked (and rejected) reads from the
 spool, and sends the next. No ack within ``ack_timeout_s`` means the link or the hub is gone: the socket
 is closed and reopened (dropping whatever ZeroMQ still queued) and every unacked read is resent, oldest
-first, after an exponential back-off. The hub
-drops duplicates by read id, so a resend after a lost ack is harmless: exactly-once delivery is
-at-least-once sending plus idempotent storage.
+first, after an exponential back-off. The hub drops duplicates by read id, so a resend after a lost ack
+is harmless: exactly-once delivery is at-least-once sending plus idempotent storage.
 
 Heartbeats carry node health; eviction reports are resent until acked; hot-list snapshots are
 requested periodically and handed to a sink (the node's encrypted hot-list cache).
@@ -81,6 +80,8 @@ class _InFlight:
 
     read_ids: set[str]
     deadline: float
+    last_seq: int
+    """The spool ``seq`` of its newest read: the next batch starts after it."""
 
 
 @dataclass
@@ -119,8 +120,7 @@ class Uplink:
         self._thread: threading.Thread | None = None
         self._socket: zmq.Socket[bytes] | None = None
         self._in_flight: list[_InFlight] = []
-        self._sent_up_to: int | None = None
-        """The spool ``seq`` of the newest read in flight (None: nothing in flight, send from the oldest)."""
+        """Batches sent and not fully acked, oldest first."""
         self._pending = _Pending()
         self._backoff = config.backoff_min_s
         self._retry_at = 0.0
@@ -185,7 +185,8 @@ class Uplink:
             self._pending.evictions = self.spool.drain_eviction_reports()
         if self._pending.evictions and self._pending.evictions_id is None:
             self._send_evictions()
-        batch = self.spool.pending(self.config.batch_size, after_seq=self._sent_up_to)
+        after_seq = self._in_flight[-1].last_seq if self._in_flight else None  # nothing in flight: the oldest
+        batch = self.spool.pending(self.config.batch_size, after_seq=after_seq)
         if not batch:
             return False
         message = wire.ReadsMessage(
@@ -196,8 +197,7 @@ class Uplink:
         self.spool.mark_attempt(r.read_id for r in batch)
         self.stats.batches_sent += 1
         self.stats.resends += sum(1 for r in batch if r.attempts > 0)
-        self._in_flight.append(_InFlight({r.read_id for r in batch}, now + self.config.ack_timeout_s))
-        self._sent_up_to = batch[-1].seq
+        self._in_flight.append(_InFlight({r.read_id for r in batch}, now + self.config.ack_timeout_s, batch[-1].seq))
         return True
 
     def _send_heartbeat(self, now: float) -> None:
@@ -289,8 +289,6 @@ class Uplink:
             finished = finished or not batch.read_ids
         if finished:
             self._in_flight = [batch for batch in self._in_flight if batch.read_ids]
-            if not self._in_flight:
-                self._sent_up_to = None
             self._backoff = self.config.backoff_min_s
             self._wake.set()  # more may be waiting: send the next batch without idling
 
@@ -301,8 +299,7 @@ class Uplink:
                 "uplink: no ack from hub within %.1fs; reconnecting with back-off", self.config.ack_timeout_s
             )
         self.stats.link = "down"
-        self._in_flight = []
-        self._sent_up_to = None  # resend everything unacked, oldest first
+        self._in_flight = []  # everything unacked is resent, oldest first
         self._pending.heartbeat_id = None
         self._pending.evictions_id = None
         self._retry_at = time.monotonic() + self._backoff

@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Self
 
 import msgpack
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -217,23 +217,6 @@ class HotlistEntryModel(_Model):
     lookalike_tolerance: bool = False
 
 
-class HotlistEntryFields(Protocol):
-    """What packing a hot-list entry reads: a :class:`HotlistEntryModel` or a :class:`ListedPlate`."""
-
-    @property
-    def plate(self) -> str: ...
-    @property
-    def state(self) -> str | None: ...
-    @property
-    def list_name(self) -> str: ...
-    @property
-    def category(self) -> str: ...
-    @property
-    def priority(self) -> int: ...
-    @property
-    def lookalike_tolerance(self) -> bool: ...
-
-
 @dataclass(frozen=True, slots=True)
 class ListedPlate:
     """A validated hot-list entry as nodes and the hub keep it in memory, a million of them at a time.
@@ -251,11 +234,12 @@ class ListedPlate:
     lookalike_tolerance: bool = False
 
     @classmethod
-    def from_model(cls, model: HotlistEntryModel) -> ListedPlate:
+    def from_model(cls, model: HotlistEntryModel, **extra: Any) -> Self:
+        """The entry of a validated model; ``extra``: a subclass's own fields (the hub's ``ActiveEntry``)."""
         state = sys.intern(model.state) if model.state is not None else None
         return cls(
             model.plate, state, sys.intern(model.list_name), sys.intern(model.category), model.priority,
-            model.lookalike_tolerance,
+            model.lookalike_tolerance, **extra,
         )  # fmt: skip
 
 
@@ -325,7 +309,7 @@ def decode(frames: Sequence[bytes]) -> tuple[Message, list[bytes]]:
     return message, blobs
 
 
-def pack_hotlist_entries(entries: Sequence[HotlistEntryFields]) -> bytes:
+def pack_hotlist_entries(entries: Sequence[ListedPlate]) -> bytes:
     """Hot-list entries as one msgpack map, compact for a million entries and more.
 
     ``{"strings": [...], "entries": [[plate, state, list, category, priority, look-alike], ...]}`` where

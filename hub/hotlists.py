@@ -918,12 +918,10 @@ def active_entries(session: Session, now: datetime | None = None) -> list[Active
         except ValidationError:
             unsafe += 1
             continue
-        listed = ListedPlate.from_model(wire_entry)
         entries.append(
-            ActiveEntry(
-                listed.plate, listed.state, listed.list_name, listed.category, listed.priority,
-                listed.lookalike_tolerance, entry_id, list_id, version_added, bool(check),
-                _utc(expires, "expires_utc") if expires is not None else None,
+            ActiveEntry.from_model(
+                wire_entry, entry_id=entry_id, hotlist_id=list_id, version_added=version_added,
+                check_state=bool(check), expires_utc=_utc(expires, "expires_utc") if expires is not None else None,
             )
         )  # fmt: skip
     if unsafe:

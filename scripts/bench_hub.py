@@ -382,6 +382,18 @@ def sealed_reads(
     return out
 
 
+def all_due_at_once(
+    names: Sequence[str],
+    keys: dict[str, tuple[str, str]],
+    count: int,
+    sealer: Sealer,
+    rng: random.Random,
+    args: argparse.Namespace,
+) -> list[NodeSpec]:
+    """``count`` sealed reads for each node, all due from the start (a backlog, as after a link outage)."""
+    return [(name, keys[name], sealed_reads(name, count, sealer, rng, args), [0.0] * count) for name in names]
+
+
 def drive(nodes: Sequence[SimNode], batch: int, timeout_s: float, in_flight: int = 1) -> DriveResult:
     """Send every node's reads as they fall due, up to ``in_flight`` batches ahead of their acks per node,
     until all are acked."""
@@ -551,11 +563,9 @@ def bench_ingest_processes(backend: Backend, databases: Databases, args: argpars
             endpoints = [parent.recv() for _, parent in hubs]
             where = {name: endpoints[i % len(endpoints)] for i, name in enumerate(names)}
             per_node = max(1, args.reads // args.nodes)
-            warm: list[NodeSpec] = [(n, keys[n], sealed_reads(n, 4, sealer, rng, args), [0.0] * 4) for n in names]
+            warm = all_due_at_once(names, keys, 4, sealer, rng, args)
             note(f"{backend}: sealing {per_node * args.nodes} reads for {args.hub_processes} hub processes")
-            specs: list[NodeSpec] = [
-                (n, keys[n], sealed_reads(n, per_node, sealer, rng, args), [0.0] * per_node) for n in names
-            ]
+            specs = all_due_at_once(names, keys, per_node, sealer, rng, args)
             done = drive_elsewhere(where, curve_public.decode(), [warm, specs], args.batch, 3600.0, args.in_flight)[1]
         finally:
             stored = 0
@@ -613,25 +623,16 @@ def bench_ingest_and_ack(
         images_root = databases.workdir / f"images-{backend}-{uuid.uuid4().hex[:6]}"
         server, hub_public, sealer = start_ingest(sessions, args.images, images_root)
         try:
-            warm: list[NodeSpec] = [(n, keys[n], sealed_reads(n, 4, sealer, rng, args), [0.0] * 4) for n in names]
+            warm = all_due_at_once(names, keys, 4, sealer, rng, args)
             if "ingest" in run:
                 per_node = max(1, args.reads // args.nodes)
                 note(f"{backend}: sealing {per_node * args.nodes} reads for the ingest run")
-                specs: list[NodeSpec] = [
-                    (
-                        n,
-                        keys[n],
-                        sealed_reads(n, per_node, sealer, rng, args),
-                        [0.0] * per_node,
-                    )
-                    for n in names
-                ]
+                specs = all_due_at_once(names, keys, per_node, sealer, rng, args)
                 stored_before = server.stats.reads_stored + len(warm) * 4
                 note(f"{backend}: ingest, {args.nodes} nodes x {per_node} reads (driven from another process)")
                 # Warm-up first over the same connections: CURVE handshakes, compiled statements, packs.
-                done = drive_elsewhere(server.endpoint, hub_public, [warm, specs], args.batch, 3600.0, args.in_flight)[
-                    1
-                ]
+                runs = [warm, specs]
+                done = drive_elsewhere(server.endpoint, hub_public, runs, args.batch, 3600.0, args.in_flight)[1]
                 warm = []
                 total = per_node * args.nodes
                 # The hub counts a batch just after acking it: give the last count a moment to land.

@@ -99,7 +99,8 @@ class HubPeer:
             return wire.encode(wire.AckMessage(message_id=message.message_id))
         if isinstance(message, wire.HotlistRequest):
             snapshot = wire.HotlistMessage(version=3, created_utc=NOW, entry_count=len(self.hotlist))
-            return wire.encode(snapshot, [wire.pack_hotlist_entries(self.hotlist)])
+            listed = [wire.ListedPlate.from_model(entry) for entry in self.hotlist]
+            return wire.encode(snapshot, [wire.pack_hotlist_entries(listed)])
         return None
 
 

@@ -92,10 +92,11 @@ def test_hotlist_entries_pack_compactly_and_validate() -> None:
         HotlistEntryModel(plate=f"ABC{i:04d}", state="CA", list_name="stolen", category="stolen vehicle", priority=1)
         for i in range(1000)
     ]
-    blob = wire.pack_hotlist_entries(entries)
+    listed = [wire.ListedPlate.from_model(entry) for entry in entries]
+    blob = wire.pack_hotlist_entries(listed)
     assert len(blob) < 50_000
     unpacked = wire.unpack_hotlist_entries(blob)
-    assert unpacked == [wire.ListedPlate.from_model(entry) for entry in entries]
+    assert unpacked == listed
     assert unpacked[0].list_name is unpacked[1].list_name  # repeated strings shared, not one copy an entry
     with pytest.raises(WireError):
         wire.unpack_hotlist_entries(msgpack.packb([["bad plate!", None, "l", "c", 1, False]]))
