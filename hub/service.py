@@ -34,11 +34,12 @@ logger = logging.getLogger(__name__)
 GC_THRESHOLDS = (100_000, 50, 100)
 """Python's cyclic garbage collector runs a young-generation pass every 100,000 allocations net (not 700).
 
-Ingest allocates a few hundred short-lived objects a read (msgpack maps, pydantic models of the read and
-its candidates, rows), freed by reference counting, not by the collector; at the default threshold the
-collector ran every few reads and walked every object of the group being stored, and older generations
-with the million-entry hot-list index. Measured with reads carrying ten candidates (``bench_hub.py``, alternating runs on SQLite): 2,685 and
-2,912 reads/s at the default, 3,818 and 4,299 with these thresholds (``docs/benchmarks.md``)."""
+Ingest allocates a few hundred short-lived objects a read (msgpack maps, pydantic models of the read
+and its candidates, rows), freed by reference counting, not by the collector; at the default threshold
+the collector ran every few reads and walked every object of the group being stored, and older
+generations with the million-entry hot-list index. Measured with reads carrying ten candidates
+(``bench_hub.py``, alternating runs on SQLite): 2,685 and 2,912 reads/s at the default, 3,818 and
+4,299 with these thresholds (``docs/benchmarks.md``)."""
 
 
 def tune_garbage_collection() -> None:
