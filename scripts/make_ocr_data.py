@@ -7,8 +7,12 @@
 Real crops keep a label only when both teachers read the same 4-9 characters with confidence:
 on the tight box (``--min-ppocr``, ``--min-cct``: rule "strict") or on any pair of the tight box and
 the engine's padded crop (``--relaxed-ppocr``, ``--relaxed-cct``: rule "agree"); PP-OCRv4 alone at
-very high confidence (``--alone-mean``, ``--alone-min``: rule "ppocr") is recorded when asked for, and
-``train_ocr.py --real-rules`` chooses which rules to train on. Train photos also give crops at the
+very high confidence (``--alone-mean``, ``--alone-min``: rule "ppocr") is recorded when asked for.
+Pseudo-labels (train split only, when ``--self-reader`` names a reader): where no rule above labels a
+box, the reader (through the engine's decoding) and ONE teacher read the same 4-9 characters on some
+pair of crops, confidently (``--self-cct`` and ``--self-cct-own``: rule "self+cct";
+``--self-ppocr`` and ``--self-ppocr-own``: rule "self+ppocr"). ``train_ocr.py --real-rules`` chooses
+which rules to train on. Train photos also give crops at the
 shipped detector's boxes. The labels file beside the npz lists every crop with the teachers' readings
 so the selection can be audited. Crops are stored with a margin so training can jitter them.
 """
@@ -20,6 +24,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,7 +35,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
 from edge.recognition.geometry import box_iou  # noqa: E402
-from edge.recognition.ocr import crop_plate  # noqa: E402
+from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
+from edge.recognition.types import PlateReading  # noqa: E402
 from scripts.trainlib.manifest import read_manifest  # noqa: E402
 from scripts.trainlib.synth import synth_sample  # noqa: E402
 from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher, TeacherRead  # noqa: E402
@@ -101,9 +107,25 @@ def _ppocr_alone(pp_reads: list[TeacherRead], min_mean: float, min_char: float) 
     return text if 5 <= len(text) <= 8 else None
 
 
+def _self_agree(own_reads: Sequence[PlateReading], teacher_texts: Sequence[str], min_own: float) -> str | None:
+    """The text our reader and a teacher read on some pair of crops (4-9 characters), confidently.
+
+    ``min_own`` bounds the reader's string probability (``PlateReading.confidence``);
+    ``teacher_texts`` are the teacher's readings that passed its own threshold.
+    """
+    for own in own_reads:
+        if 4 <= len(own.text) <= 9 and own.confidence >= min_own and own.text in teacher_texts:
+            return own.text
+    return None
+
+
 @dataclass
 class LabelRule:
-    """Which teacher readings make a label (see module docstring)."""
+    """Which teacher readings make a label (see module docstring).
+
+    The ``self_*`` thresholds are for pseudo-labels by our own reader and one teacher; a teacher
+    threshold > 1 turns that rule off (the default).
+    """
 
     min_ppocr: float
     min_cct: float
@@ -111,11 +133,21 @@ class LabelRule:
     relaxed_cct: float
     alone_mean: float
     alone_min: float
+    self_cct: float = 2.0
+    self_cct_own: float = 0.2
+    self_ppocr: float = 2.0
+    self_ppocr_own: float = 0.5
 
     def strict(self, tight_pp: TeacherRead, tight_cct: TeacherRead) -> str | None:
         return _agree([tight_pp], [tight_cct], self.min_ppocr, self.min_cct)
 
-    def label(self, pp_reads: list[TeacherRead], cct_reads: list[TeacherRead]) -> tuple[str | None, str]:
+    def label(
+        self,
+        pp_reads: list[TeacherRead],
+        cct_reads: list[TeacherRead],
+        own_reads: Sequence[PlateReading] = (),
+    ) -> tuple[str | None, str]:
+        """The label and the rule that gave it; ``own_reads`` (our reader's) only for train crops."""
         text = _agree(pp_reads[:1], cct_reads[:1], self.min_ppocr, self.min_cct)
         if text:
             return text, "strict"
@@ -126,6 +158,25 @@ class LabelRule:
             text = _ppocr_alone(pp_reads, self.alone_mean, self.alone_min)
             if text:
                 return text, "ppocr"
+        return self.self_label(pp_reads, cct_reads, own_reads)
+
+    def self_label(
+        self, pp_reads: list[TeacherRead], cct_reads: list[TeacherRead], own_reads: Sequence[PlateReading]
+    ) -> tuple[str | None, str]:
+        """Our reader agreeing with one teacher; none when the two rules give different texts."""
+        with_cct = with_ppocr = None
+        if self.self_cct <= 1.0:
+            sure_cct = [b.text for b in cct_reads if b.min_confidence >= self.self_cct]
+            with_cct = _self_agree(own_reads, sure_cct, self.self_cct_own)
+        if self.self_ppocr <= 1.0:
+            sure_pp = [a.text for a in pp_reads if a.mean_confidence >= self.self_ppocr]
+            with_ppocr = _self_agree(own_reads, sure_pp, self.self_ppocr_own)
+        if with_cct and with_ppocr and with_cct != with_ppocr:
+            return None, ""
+        if with_cct:
+            return with_cct, "self+cct"
+        if with_ppocr:
+            return with_ppocr, "self+ppocr"
         return None, ""
 
 
@@ -134,15 +185,25 @@ def runtime_crop(img: np.ndarray, box: tuple[float, float, float, float]) -> np.
     return crop_plate(img, box)
 
 
-def make_real(manifest: Path, cct_path: Path, out: Path, rule: LabelRule, detector_crops: bool) -> None:
+def make_real(
+    manifest: Path,
+    cct_path: Path,
+    out: Path,
+    rule: LabelRule,
+    detector_crops: bool,
+    self_reader: Path | None = None,
+) -> None:
     """Crops at the labelled boxes (all splits) and at the shipped detector's boxes (train split only).
 
     Each plate is read by both teachers on the tight box and on the engine's padded crop; the label
     rule is ``LabelRule.label``. A detector box takes the label of the labelled box it overlaps
     (IoU >= 0.3); a detector box on an unlabelled plate gets a label only by the strict rule.
-    ``kinds`` records "box" or "det", ``rules`` which rule gave the label ("strict", "agree", "ppocr").
+    ``kinds`` records "box" or "det", ``rules`` which rule gave the label ("strict", "agree", "ppocr",
+    "self+cct", "self+ppocr"). ``self_reader`` reads the train split's labelled boxes for the
+    pseudo-label rules (``LabelRule.self_label``).
     """
     pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
+    own = OnnxPlateReader(self_reader, threads=1) if self_reader else None
     detector = OnnxPlateDetector(threads=1) if detector_crops else None
     crops: list[np.ndarray] = []
     labels: list[str] = []
@@ -152,9 +213,12 @@ def make_real(manifest: Path, cct_path: Path, out: Path, rule: LabelRule, detect
     audit = []
     t0 = time.time()
 
+    def variants(img: np.ndarray, box: tuple[float, float, float, float]) -> list[np.ndarray]:
+        return [c for c in (tight_crop(img, box), runtime_crop(img, box)) if c.size and min(c.shape[:2]) >= 2]
+
     def reads(img: np.ndarray, box: tuple[float, float, float, float]) -> tuple[list[TeacherRead], list[TeacherRead]]:
-        variants = [c for c in (tight_crop(img, box), runtime_crop(img, box)) if c.size and min(c.shape[:2]) >= 2]
-        return [pp.read(c) for c in variants], [cct.read(c) for c in variants]
+        crops = variants(img, box)
+        return [pp.read(c) for c in crops], [cct.read(c) for c in crops]
 
     items = read_manifest(manifest)
     for n_item, item in enumerate(items):
@@ -171,24 +235,27 @@ def make_real(manifest: Path, cct_path: Path, out: Path, rule: LabelRule, detect
                 box_labels.append((None, ""))
                 continue
             pp_reads, cct_reads = reads(img, box)
-            label, how = (plate.text, "given") if plate.text else rule.label(pp_reads, cct_reads)
+            own_reads = own.read(variants(img, box)) if own is not None and split == "train" else []
+            label, how = (plate.text, "given") if plate.text else rule.label(pp_reads, cct_reads, own_reads)
             box_labels.append((label, how))
-            audit.append(
-                {
-                    "path": str(item.path.name),
-                    "source": item.source,
-                    "license": item.license,
-                    "split": split,
-                    "kind": "box",
-                    "box": [round(v, 1) for v in box],
-                    "ppocr": [a.text for a in pp_reads],
-                    "ppocr_conf": [round(a.mean_confidence, 3) for a in pp_reads],
-                    "cct": [b.text for b in cct_reads],
-                    "cct_min_conf": [round(b.min_confidence, 3) for b in cct_reads],
-                    "label": label,
-                    "rule": how,
-                }
-            )
+            row = {
+                "path": str(item.path.name),
+                "source": item.source,
+                "license": item.license,
+                "split": split,
+                "kind": "box",
+                "box": [round(v, 1) for v in box],
+                "ppocr": [a.text for a in pp_reads],
+                "ppocr_conf": [round(a.mean_confidence, 3) for a in pp_reads],
+                "cct": [b.text for b in cct_reads],
+                "cct_min_conf": [round(b.min_confidence, 3) for b in cct_reads],
+                "label": label,
+                "rule": how,
+            }
+            if own_reads:
+                row["self"] = [r.text for r in own_reads]
+                row["self_conf"] = [round(r.confidence, 3) for r in own_reads]
+            audit.append(row)
             if label:
                 crops.append(cv2.cvtColor(stored, cv2.COLOR_BGR2GRAY))
                 labels.append(label)
@@ -272,15 +339,29 @@ def main() -> None:
     )
     real.add_argument("--alone-min", type=float, default=0.9, help="PP-OCR alone: lowest character confidence")
     real.add_argument("--no-detector", action="store_true", help="skip crops at the shipped detector's boxes")
+    real.add_argument("--self-reader", type=Path, help="our reader (ONNX) for the pseudo-label rules, train split")
+    real.add_argument("--self-cct", type=float, default=0.9, help="self+cct: CCT minimum slot confidence")
+    real.add_argument("--self-cct-own", type=float, default=0.2, help="self+cct: our reader's string probability")
+    real.add_argument("--self-ppocr", type=float, default=0.9, help="self+ppocr: PP-OCR mean confidence")
+    real.add_argument("--self-ppocr-own", type=float, default=0.5, help="self+ppocr: our reader's string probability")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "synth":
         make_synth(args.count, args.seed, args.out)
     else:
         rule = LabelRule(
-            args.min_ppocr, args.min_cct, args.relaxed_ppocr, args.relaxed_cct, args.alone_mean, args.alone_min
+            args.min_ppocr,
+            args.min_cct,
+            args.relaxed_ppocr,
+            args.relaxed_cct,
+            args.alone_mean,
+            args.alone_min,
+            args.self_cct,
+            args.self_cct_own,
+            args.self_ppocr,
+            args.self_ppocr_own,
         )
-        make_real(args.manifest, args.teacher_cct, args.out, rule, not args.no_detector)
+        make_real(args.manifest, args.teacher_cct, args.out, rule, not args.no_detector, args.self_reader)
 
 
 if __name__ == "__main__":

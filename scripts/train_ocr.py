@@ -166,7 +166,7 @@ def main() -> None:
     parser.add_argument(
         "--real-rules",
         default="given,strict,agree,ppocr",
-        help="which labels of real.npz to train on (its `rules`: given, strict, agree, ppocr)",
+        help="which labels of real.npz to train on (its `rules`: given, strict, agree, ppocr, self+cct, self+ppocr)",
     )
     parser.add_argument("--init-onnx", type=Path, help="start from the weights of an exported model")
     parser.add_argument("--threads", type=int, default=2)
