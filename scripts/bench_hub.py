@@ -302,9 +302,12 @@ def sqlite_now_text() -> str:
 # --- wire-speaking nodes ------------------------------------------------------------------------
 
 
-def make_read(node: str, plate: str, crop_bytes: int, rng: random.Random, candidates: int = 1) -> wire.ReadRecord:
+def make_read(
+    node: str, plate: str, crop_bytes: int, rng: random.Random, candidates: int = 1, context_bytes: int = 0
+) -> wire.ReadRecord:
     """A read of ``plate`` with ``candidates`` alternative texts (one character changed), as a node's
-    tracker merges them: likelihoods 0.2, 0.1, 0.05 ... (the demo's reads carry ten, 0.25 down to 0.001)."""
+    tracker merges them: likelihoods 0.2, 0.1, 0.05 ... (the demo's reads carry ten, 0.25 down to 0.001);
+    with a context image of ``context_bytes`` when not 0."""
     now = datetime.now(UTC)
     alternatives = [
         wire.CandidateModel(text=misread(plate, rng), confidence=0.2 * 0.5**rank) for rank in range(candidates)
@@ -325,6 +328,7 @@ def make_read(node: str, plate: str, crop_bytes: int, rng: random.Random, candid
         time_source="gps",
         gps=wire.GpsModel(latitude=32.7, longitude=-117.1, mode=3, gps_time=now),
         crop_jpeg=b"\xff\xd8" + os.urandom(crop_bytes) + b"\xff\xd9",
+        context_jpeg=b"\xff\xd8" + os.urandom(context_bytes) + b"\xff\xd9" if context_bytes else None,
         software_version="bench",
         model_versions={"ocr": "bench"},
     )
@@ -374,10 +378,11 @@ class DriveResult:
 def sealed_reads(
     node: str, count: int, sealer: Sealer, rng: random.Random, args: argparse.Namespace
 ) -> list[tuple[str, bytes]]:
-    """``count`` reads of ``node`` (``args.crop_bytes``, ``args.candidates``), sealed as the node's spool does."""
+    """``count`` reads of ``node`` (``args.crop_bytes``, ``args.context_bytes``, ``args.candidates``), sealed as
+    the node's spool does."""
     out = []
     for _ in range(count):
-        record = make_read(node, random_plate(rng), args.crop_bytes, rng, args.candidates)
+        record = make_read(node, random_plate(rng), args.crop_bytes, rng, args.candidates, args.context_bytes)
         out.append((record.read_id, sealer.seal(record.to_bytes())))
     return out
 
@@ -580,19 +585,31 @@ def bench_ingest_processes(backend: Backend, databases: Databases, args: argpars
     return Result(
         "ingest",
         backend,
-        {"reads_per_s": round(total / done.elapsed_s, 1), "reads": total, "elapsed_s": round(done.elapsed_s, 3)},
+        {
+            "reads_per_s": round(total / done.elapsed_s, 1),
+            "image_mb_per_s": image_mb_per_s(args, total, done.elapsed_s),
+            "reads": total,
+            "elapsed_s": round(done.elapsed_s, 3),
+        },
         {
             "nodes": args.nodes,
             "batch": args.batch,
             "in_flight": args.in_flight,
             "candidates": args.candidates,
             "crop_bytes": args.crop_bytes,
+            "context_bytes": args.context_bytes,
             "images": args.images,
             "clients": "another process",
             "hub_processes": args.hub_processes,
         },
         f"{total / done.elapsed_s:,.0f} reads/s with {args.hub_processes} hub processes",
     )
+
+
+def image_mb_per_s(args: argparse.Namespace, reads: int, elapsed_s: float) -> float:
+    """The crop and context JPEG bytes the hub took in per second, in MB (10^6 bytes)."""
+    per_read: int = args.crop_bytes + 2 + (args.context_bytes + 2 if args.context_bytes else 0)
+    return round(reads * per_read / elapsed_s / 1e6, 1)
 
 
 def start_ingest(
@@ -648,6 +665,7 @@ def bench_ingest_and_ack(
                         backend,
                         {
                             "reads_per_s": round(total / done.elapsed_s, 1),
+                            "image_mb_per_s": image_mb_per_s(args, total, done.elapsed_s),
                             "reads": total,
                             "elapsed_s": round(done.elapsed_s, 3),
                             "batches": done.batches,
@@ -659,6 +677,7 @@ def bench_ingest_and_ack(
                             "in_flight": args.in_flight,
                             "candidates": args.candidates,
                             "crop_bytes": args.crop_bytes,
+                            "context_bytes": args.context_bytes,
                             "images": args.images,
                             "clients": "another process",
                         },
@@ -701,6 +720,7 @@ def bench_ingest_and_ack(
                             "in_flight": args.in_flight,
                             "candidates": args.candidates,
                             "crop_bytes": args.crop_bytes,
+                            "context_bytes": args.context_bytes,
                             "images": args.images,
                         },
                         f"p50 {ms(percentile(lat, 50))} ms, p99 {ms(percentile(lat, 99))} ms",
@@ -1042,6 +1062,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--crop-bytes", type=int, default=3000, help="size of each read's (random) crop JPEG")
     parser.add_argument(
+        "--context-bytes",
+        type=int,
+        default=0,
+        help="size of each read's (random) context JPEG; 0: none. A node sends one by default "
+        "([images] context): a 1280-pixel frame at quality 70 is some 25-70 kB",
+    )
+    parser.add_argument(
         "--candidates", type=int, default=10, help="alternative texts per read (ingest, ack), as the tracker's ten"
     )
     parser.add_argument("--images", choices=["disk", "db"], default="disk", help="the hub's image store mode")
@@ -1081,8 +1108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be positive")
     if args.batch > wire.MAX_BATCH:
         parser.error(f"--batch may be at most {wire.MAX_BATCH} (the wire protocol's limit)")
-    if args.hit_interval < 0 or args.crop_bytes < 0 or not 0 <= args.candidates <= 32:
-        parser.error("--hit-interval and --crop-bytes must not be negative, --candidates 0 to 32")
+    if args.hit_interval < 0 or args.crop_bytes < 0 or args.context_bytes < 0 or not 0 <= args.candidates <= 32:
+        parser.error("--hit-interval, --crop-bytes and --context-bytes must not be negative, --candidates 0 to 32")
     unknown = set(args.only.split(",")) - set(BENCHMARKS)
     if unknown:
         parser.error(f"--only: unknown benchmarks {sorted(unknown)}")
