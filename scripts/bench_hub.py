@@ -591,19 +591,24 @@ def bench_ingest_processes(backend: Backend, databases: Databases, args: argpars
             "reads": total,
             "elapsed_s": round(done.elapsed_s, 3),
         },
-        {
-            "nodes": args.nodes,
-            "batch": args.batch,
-            "in_flight": args.in_flight,
-            "candidates": args.candidates,
-            "crop_bytes": args.crop_bytes,
-            "context_bytes": args.context_bytes,
-            "images": args.images,
-            "clients": "another process",
-            "hub_processes": args.hub_processes,
-        },
+        ingest_params(args, hub_processes=args.hub_processes),
         f"{total / done.elapsed_s:,.0f} reads/s with {args.hub_processes} hub processes",
     )
+
+
+def ingest_params(args: argparse.Namespace, **extra: Any) -> dict[str, Any]:
+    """How an ingest run was driven, as its result records it."""
+    return {
+        "nodes": args.nodes,
+        "batch": args.batch,
+        "in_flight": args.in_flight,
+        "candidates": args.candidates,
+        "crop_bytes": args.crop_bytes,
+        "context_bytes": args.context_bytes,
+        "images": args.images,
+        "clients": "another process",
+        **extra,
+    }
 
 
 def image_mb_per_s(args: argparse.Namespace, reads: int, elapsed_s: float) -> float:
@@ -671,16 +676,7 @@ def bench_ingest_and_ack(
                             "batches": done.batches,
                             "mean_reads_per_batch": round(total / max(1, done.batches), 1),
                         },
-                        {
-                            "nodes": args.nodes,
-                            "batch": args.batch,
-                            "in_flight": args.in_flight,
-                            "candidates": args.candidates,
-                            "crop_bytes": args.crop_bytes,
-                            "context_bytes": args.context_bytes,
-                            "images": args.images,
-                            "clients": "another process",
-                        },
+                        ingest_params(args),
                         f"{total / done.elapsed_s:,.0f} reads/s",
                     )
                 )
