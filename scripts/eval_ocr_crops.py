@@ -1,0 +1,215 @@
+"""Score OCR crop variants (paddings, multi-crop reading) on the val split, end to end and on labelled boxes.
+
+    python scripts/eval_ocr_crops.py --manifest ../shared/datasets/detect/manifest.jsonl --split val
+
+The val split of ``detect/manifest.jsonl`` has almost no plate texts of its own, so each labelled box
+is labelled here as ``make_ocr_data.py real`` labels it (rules "given", "strict" and "agree": both
+teachers read the same text on the tight box or on the engine's default padded crop); labels and the
+detector's boxes are cached under ``--cache``. For every variant (one or more crops per box, probabilities
+combined before the format-aware decoding) it prints the end-to-end exact rate and character accuracy
+(a labelled plate counts only if a detection matched to it at IoU >= 0.3 reads it exactly, as in
+``scripts/eval.py``) and the same on the labelled boxes. Selection only: never run it on eval-ucsd.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.recognition import const  # noqa: E402
+from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
+from edge.recognition.formats import ALPHABET, SLOTS, decode_plate, edit_distance  # noqa: E402
+from edge.recognition.geometry import match_boxes  # noqa: E402
+from edge.recognition.imageio import load_image  # noqa: E402
+from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
+from edge.recognition.types import BgrImage, Box, FloatArray, PlateReading  # noqa: E402
+from scripts.trainlib.manifest import read_manifest  # noqa: E402
+
+CropSpec = tuple[float, float, float]
+"""(pad_x, pad_y, shift_y): the box moved down by shift_y of its height, then cut as ``crop_plate``
+cuts it with pad_x / pad_y (negative pads shrink it)."""
+
+DEFAULT = (const.OCR_CROP_PAD_X, const.OCR_CROP_PAD_Y, 0.0)
+
+VARIANTS: dict[str, tuple[tuple[CropSpec, ...], str]] = {
+    # single crops: (pad_x, pad_y, shift_y) as fractions of the box
+    "shipped (0.03, 0.06)": ((DEFAULT,), "mean"),
+    "single (0.00, 0.00)": (((0.0, 0.0, 0.0),), "mean"),
+    "single (0.03, 0.00)": (((0.03, 0.0, 0.0),), "mean"),
+    "single (0.03, -0.05)": (((0.03, -0.05, 0.0),), "mean"),
+    "single (0.03, -0.10)": (((0.03, -0.10, 0.0),), "mean"),
+    "single (0.06, 0.06)": (((0.06, 0.06, 0.0),), "mean"),
+    "single (0.06, 0.12)": (((0.06, 0.12, 0.0),), "mean"),
+    "single (0.10, 0.15)": (((0.10, 0.15, 0.0),), "mean"),
+    "single (0.00, 0.06)": (((0.0, 0.06, 0.0),), "mean"),
+    "single (0.05, 0.08)": (((0.05, 0.08, 0.0),), "mean"),
+    # two crops
+    "2: shipped + (0.00, 0.00)": ((DEFAULT, (0.0, 0.0, 0.0)), "mean"),
+    "2: shipped + (0.06, 0.12)": ((DEFAULT, (0.06, 0.12, 0.0)), "mean"),
+    "2: shipped + (0.10, 0.15)": ((DEFAULT, (0.10, 0.15, 0.0)), "mean"),
+    "2: shipped + (0.03, -0.10)": ((DEFAULT, (0.03, -0.10, 0.0)), "mean"),
+    "2: shipped + shift down 0.05": ((DEFAULT, (0.03, 0.06, 0.05)), "mean"),
+    "2: shipped + shift up 0.05": ((DEFAULT, (0.03, 0.06, -0.05)), "mean"),
+    "2: (0.00, 0.00) + (0.06, 0.12)": (((0.0, 0.0, 0.0), (0.06, 0.12, 0.0)), "mean"),
+    "2: shipped + (0.00, 0.00), logmean": ((DEFAULT, (0.0, 0.0, 0.0)), "logmean"),
+    "2: shipped + (0.06, 0.12), logmean": ((DEFAULT, (0.06, 0.12, 0.0)), "logmean"),
+    # three crops
+    "3: (0.00, 0.00) + shipped + (0.06, 0.12)": (((0.0, 0.0, 0.0), DEFAULT, (0.06, 0.12, 0.0)), "mean"),
+    "3: shipped + up 0.05 + down 0.05": ((DEFAULT, (0.03, 0.06, -0.05), (0.03, 0.06, 0.05)), "mean"),
+    "3: shipped + (0.03, -0.10) + (0.06, 0.12)": ((DEFAULT, (0.03, -0.10, 0.0), (0.06, 0.12, 0.0)), "mean"),
+    "3: (0.00, 0.00) + shipped + (0.06, 0.12), logmean": (
+        ((0.0, 0.0, 0.0), DEFAULT, (0.06, 0.12, 0.0)),
+        "logmean",
+    ),
+    # second round, around the best single crop (shrunk vertically)
+    "single (0.00, -0.05)": (((0.0, -0.05, 0.0),), "mean"),
+    "single (0.03, -0.03)": (((0.03, -0.03, 0.0),), "mean"),
+    "single (0.00, -0.03)": (((0.0, -0.03, 0.0),), "mean"),
+    "single (0.015, -0.05)": (((0.015, -0.05, 0.0),), "mean"),
+    "single (0.03, -0.07)": (((0.03, -0.07, 0.0),), "mean"),
+    "single (-0.02, -0.05)": (((-0.02, -0.05, 0.0),), "mean"),
+    "2: shipped + (0.03, -0.05)": ((DEFAULT, (0.03, -0.05, 0.0)), "mean"),
+    "2: (0.00, 0.00) + (0.03, -0.05)": (((0.0, 0.0, 0.0), (0.03, -0.05, 0.0)), "mean"),
+    "2: (0.03, -0.05) + (0.00, -0.05)": (((0.03, -0.05, 0.0), (0.0, -0.05, 0.0)), "mean"),
+    "3: (0.00, 0.00) + shipped + (0.03, -0.05)": (((0.0, 0.0, 0.0), DEFAULT, (0.03, -0.05, 0.0)), "mean"),
+    "3: shipped + (0.03, -0.05) + (0.00, -0.05)": ((DEFAULT, (0.03, -0.05, 0.0), (0.0, -0.05, 0.0)), "mean"),
+}
+
+
+def crop_variant(image: BgrImage, box: Box, spec: CropSpec) -> BgrImage:
+    pad_x, pad_y, shift_y = spec
+    x1, y1, x2, y2 = box
+    shift = (y2 - y1) * shift_y
+    return crop_plate(image, (x1, y1 + shift, x2, y2 + shift), pad_x, pad_y)
+
+
+def read_boxes(
+    reader: OnnxPlateReader, image: BgrImage, boxes: list[Box], specs: tuple[CropSpec, ...], combine: str
+) -> list[PlateReading]:
+    """Every crop of every box in one batch; per box the crops' slot probabilities are averaged
+    ("mean") or their log-probabilities ("logmean", a geometric mean) before decoding."""
+    crops = [crop_variant(image, box, spec) for box in boxes for spec in specs]
+    probs = reader.probabilities(crops).reshape(len(boxes), len(specs), SLOTS, len(ALPHABET))
+    if combine == "logmean":
+        combined: FloatArray = np.exp(np.log(np.fmax(probs, 1e-12)).mean(axis=1))
+    else:
+        combined = probs.mean(axis=1)
+    return [decode_plate(p) for p in combined]
+
+
+def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list[dict[str, Any]]:
+    """Per photo: labelled boxes with their teacher labels and the shipped detector's boxes."""
+    from scripts.make_ocr_data import LabelRule, tight_crop
+    from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher
+
+    pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
+    rule = LabelRule(0.85, 0.5, 0.75, 0.3, 2.0, 0.9)  # make_ocr_data.py real's defaults, no "ppocr" rule
+    detector = OnnxPlateDetector(threads=1)
+    rows = []
+    for item in read_manifest(manifest, split):
+        image = load_image(item.path)
+        boxes = item.boxes_for(image.shape[1], image.shape[0])
+        labels: list[str | None] = []
+        rules: list[str] = []
+        for plate, box in zip(item.plates, boxes, strict=True):
+            crops = [tight_crop(image, box), crop_plate(image, box, *DEFAULT[:2])]
+            crops = [c for c in crops if c.size and min(c.shape[:2]) >= 2]
+            x1, y1, x2, y2 = box
+            if x2 - x1 < 8 or y2 - y1 < 4 or not crops:
+                labels.append(None)
+                rules.append("")
+                continue
+            label, how = (
+                (plate.text, "given")
+                if plate.text
+                else rule.label([pp.read(c) for c in crops], [cct.read(c) for c in crops])
+            )
+            labels.append(label)
+            rules.append(how)
+        rows.append(
+            {
+                "path": str(item.path),
+                "boxes": [list(b) for b in boxes],
+                "labels": labels,
+                "rules": rules,
+                "detections": [list(d.box) for d in detector.detect(image)],
+            }
+        )
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def score(pairs: list[tuple[str, str]]) -> dict[str, float]:
+    chars = sum(len(t) for t, _ in pairs)
+    errors = sum(edit_distance(r, t) for t, r in pairs)
+    return {
+        "plates": len(pairs),
+        "exact": round(sum(t == r for t, r in pairs) / max(len(pairs), 1), 4),
+        "exact_n": sum(t == r for t, r in pairs),
+        "char": round(max(0.0, 1 - errors / max(chars, 1)), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--manifest", type=Path, required=True)
+    parser.add_argument("--split", default="val")
+    parser.add_argument(
+        "--teacher-cct",
+        type=Path,
+        default=Path(__file__).resolve().parents[2] / "shared" / "teachers" / "cct_xs_v1_global.onnx",
+    )
+    parser.add_argument("--cache", type=Path, default=Path("runs/ocr_crops/val_cache.jsonl"))
+    parser.add_argument("--only", nargs="*", help="variant names to score (default: all)")
+    args = parser.parse_args()
+    if "ucsd" in str(args.manifest).lower():
+        raise SystemExit("eval-ucsd is for evaluation only: variants are chosen on val")
+    if args.cache.is_file():
+        rows = [json.loads(line) for line in args.cache.read_text().splitlines()]
+    else:
+        rows = build_cache(args.manifest, args.split, args.teacher_cct, args.cache)
+    images = {r["path"]: load_image(Path(r["path"])) for r in rows}
+    results = {}
+    for name, (specs, combine) in VARIANTS.items():
+        if args.only and name not in args.only:
+            continue
+        reader = OnnxPlateReader(threads=1)
+        e2e: list[tuple[str, str]] = []
+        boxes: list[tuple[str, str]] = []
+        for row in rows:
+            image = images[row["path"]]
+            truth: list[Box] = [tuple(b) for b in row["boxes"]]
+            dets: list[Box] = [tuple(b) for b in row["detections"]]
+            labelled = [t for t, label in enumerate(row["labels"]) if label]
+            if not labelled:
+                continue
+            loose = match_boxes(dets, truth, 0.3)
+            det_for_truth = {t: p for p, t in loose.items() if t in labelled}
+            wanted = sorted(det_for_truth)
+            det_reads = read_boxes(reader, image, [dets[det_for_truth[t]] for t in wanted], specs, combine)
+            read_of = {t: r.text for t, r in zip(wanted, det_reads, strict=True)}
+            box_reads = read_boxes(reader, image, [truth[t] for t in labelled], specs, combine)
+            for t, r in zip(labelled, box_reads, strict=True):
+                e2e.append((row["labels"][t], read_of.get(t, "")))
+                boxes.append((row["labels"][t], r.text))
+        results[name] = {"end_to_end": score(e2e), "labelled_boxes": score(boxes)}
+        e, b = results[name]["end_to_end"], results[name]["labelled_boxes"]
+        print(
+            f"{name:52s} e2e {e['exact']:.3f} ({e['exact_n']}/{e['plates']}) char {e['char']:.3f} | "
+            f"boxes {b['exact']:.3f} ({b['exact_n']}) char {b['char']:.3f}",
+            flush=True,
+        )
+    out = args.cache.with_name("results.json")
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
