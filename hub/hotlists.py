@@ -55,7 +55,7 @@ from edge.wire import (
     ReadRecord,
     pack_hotlist_entries,
 )
-from hub.models import Hit, Hotlist, HotlistEntry, HotlistVersion
+from hub.models import Hit, Hotlist, HotlistEntry, HotlistVersion, utcnow
 from hub.storage import sha256_hex
 
 logger = logging.getLogger(__name__)
@@ -953,10 +953,12 @@ class HotlistService:
         sessions: sessionmaker[Session],
         check_interval_s: float = CHECK_INTERVAL_S,
         clock: Callable[[], float] = time.monotonic,
+        utc_clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.sessions = sessions
         self.check_interval_s = check_interval_s
         self._clock = clock
+        self._utc_clock = utc_clock  # what "expired" is measured against when the index is built
         self._lock = threading.Lock()
         self._loaded: _Loaded | None = None
         self._checked_at = 0.0
@@ -998,7 +1000,7 @@ class HotlistService:
         started = time.monotonic()
         version = fingerprint[0]
         created = session.scalar(select(HotlistVersion.created_utc).where(HotlistVersion.version == version))
-        entries = active_entries(session)
+        entries = active_entries(session, self._utc_clock())
         index = HotlistIndex(entries, version=version)
         self.rebuilds += 1
         logger.info(

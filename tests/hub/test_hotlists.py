@@ -374,7 +374,7 @@ def test_read_state_from_region() -> None:
 
 def test_snapshot_current_or_new_blob(database: Database) -> None:
     ticks = [0.0]
-    service = HotlistService(database.sessions, check_interval_s=1.0, clock=lambda: ticks[0])
+    service = HotlistService(database.sessions, check_interval_s=1.0, clock=lambda: ticks[0], utc_clock=lambda: NOW)
     empty = service.snapshot(None)
     assert isinstance(empty, tuple) and empty[0].version == 0 and unpack_hotlist_entries(empty[1]) == []
 
