@@ -22,10 +22,10 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.recognition.formats import ALPHABET, PAD, SLOTS  # noqa: E402
+from edge.recognition.formats import ALPHABET, PAD, PAD_INDEX, SLOTS  # noqa: E402
 from scripts.make_ocr_data import CROP_MARGIN, OCR_H, OCR_W, STORE_H, STORE_W  # noqa: E402
 from scripts.trainlib.augment import real_world  # noqa: E402
-from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
+from scripts.trainlib.nets import PlateOcrNet, attention_overlap, count_parameters  # noqa: E402
 from scripts.trainlib.onnx_init import calibrate_pass_through, load_folded_convs, read_onnx_weights  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
@@ -169,6 +169,12 @@ def main() -> None:
         help="which labels of real.npz to train on (its `rules`: given, strict, agree, ppocr, self+cct, self+ppocr)",
     )
     parser.add_argument("--init-onnx", type=Path, help="start from the weights of an exported model")
+    parser.add_argument(
+        "--attention-overlap",
+        type=float,
+        default=0.0,
+        help="weight of the penalty on two character slots attending to the same place (0: none)",
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
@@ -244,14 +250,19 @@ def main() -> None:
     while step < args.steps:
         dataset.epoch = step
         loader = DataLoader(dataset, batch_size=args.batch, shuffle=False, num_workers=args.workers, drop_last=True)
-        t0, loss_sum, n = time.time(), 0.0, 0
+        t0, loss_sum, overlap_sum, n = time.time(), 0.0, 0.0, 0
         for x, y in loader:
             if step >= args.steps:
                 break
             for group in optimizer.param_groups:
                 group["lr"] = warmup_cosine(step, int(args.steps), warmup, float(args.lr))
-            log_probs = torch.log(model(x).clamp_min(1e-7))
+            probs, attn = model.forward_with_attention(x)
+            log_probs = torch.log(probs.clamp_min(1e-7))
             loss = torch.nn.functional.nll_loss(log_probs.reshape(-1, len(ALPHABET)), y.reshape(-1))
+            if args.attention_overlap > 0:
+                overlap = attention_overlap(attn, y, PAD_INDEX)
+                loss = loss + args.attention_overlap * overlap
+                overlap_sum += float(overlap)
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
@@ -265,9 +276,10 @@ def main() -> None:
             torch.save(state, best_path)
             export_onnx(model, args.out / "best.onnx")
         logger.info(
-            "step %d loss=%.4f %.0fs synth_val=%.3f real_val=%.3f real_val_strict=%.3f best=%.3f",
+            "step %d loss=%.4f overlap=%.4f %.0fs synth_val=%.3f real_val=%.3f real_val_strict=%.3f best=%.3f",
             step,
             loss_sum / max(n, 1),
+            overlap_sum / max(n, 1),
             time.time() - t0,
             exact_rate(model, synth["images"][:n_val_synth], synth["labels"][:n_val_synth]),
             val,

@@ -124,11 +124,28 @@ class PlateOcrNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_attention(x)[0]
+
+    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The slot probabilities and each slot's attention map (N x slots x 120, each summing to 1)."""
         f = self.features(x) + self.position
         n, c = f.shape[0], f.shape[1]
         attn = torch.softmax(self.attention(f).reshape(n, self.slots, -1), dim=-1)
         pooled = torch.bmm(attn, f.reshape(n, c, -1).transpose(1, 2))
-        return torch.softmax(self.classifier(pooled), dim=-1)
+        return torch.softmax(self.classifier(pooled), dim=-1), attn
+
+
+def attention_overlap(attn: torch.Tensor, targets: torch.Tensor, pad_index: int) -> torch.Tensor:
+    """Mean overlap (dot product, 0 to 1) of the attention maps of every two slots that hold a character.
+
+    The slot reader's commonest misread is two slots attending to the same glyph: a character read twice
+    ("BRABUUS") and its neighbour lost. Penalising the overlap pushes the slots onto different glyphs.
+    Pad slots are left out: where they look does not matter.
+    """
+    real = (targets != pad_index).float()  # N x slots
+    gram = torch.bmm(attn, attn.transpose(1, 2))  # N x slots x slots
+    pairs = real.unsqueeze(2) * real.unsqueeze(1) * (1.0 - torch.eye(attn.shape[1], device=attn.device))
+    return (gram * pairs).sum() / pairs.sum().clamp_min(1.0)
 
 
 def _strided(c_in: int, c_out: int, stride: tuple[int, int]) -> nn.Sequential:
