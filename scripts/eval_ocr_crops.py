@@ -169,6 +169,8 @@ def main() -> None:
     )
     parser.add_argument("--cache", type=Path, default=Path("runs/ocr_crops/val_cache.jsonl"))
     parser.add_argument("--only", nargs="*", help="variant names to score (default: all)")
+    parser.add_argument("--ocr", type=Path, default=const.OCR_MODEL, help="reader ONNX file (a candidate, say)")
+    parser.add_argument("--results", type=Path, help="write the scores here (default: results.json beside the cache)")
     args = parser.parse_args()
     if "ucsd" in str(args.manifest).lower():
         raise SystemExit("eval-ucsd is for evaluation only: variants are chosen on val")
@@ -181,7 +183,7 @@ def main() -> None:
     for name, (specs, combine) in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        reader = OnnxPlateReader(threads=1)
+        reader = OnnxPlateReader(args.ocr, threads=1)
         e2e: list[tuple[str, str]] = []
         boxes: list[tuple[str, str]] = []
         for row in rows:
@@ -207,7 +209,7 @@ def main() -> None:
             f"boxes {b['exact']:.3f} ({b['exact_n']}) char {b['char']:.3f}",
             flush=True,
         )
-    out = args.cache.with_name("results.json")
+    out = args.results or args.cache.with_name("results.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
 
 

@@ -262,12 +262,12 @@ def main() -> None:
             if args.attention_overlap > 0:
                 overlap = attention_overlap(attn, y, PAD_INDEX)
                 loss = loss + args.attention_overlap * overlap
-                overlap_sum += float(overlap)
+                overlap_sum += overlap.item()
             optimizer.zero_grad()
             loss.backward()  # type: ignore[no-untyped-call]
             torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
             optimizer.step()
-            loss_sum, n, step = loss_sum + float(loss), n + 1, step + 1
+            loss_sum, n, step = loss_sum + loss.item(), n + 1, step + 1
         val = exact_rate(model, val_real_images, val_real_labels)
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "val": val}
         torch.save(state, last)
