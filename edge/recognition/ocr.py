@@ -1,4 +1,4 @@
-"""Plate reader: the project's slot-based ONNX OCR model plus format-aware decoding."""
+"""Plate reader: the project's ONNX OCR model (slot or CTC head) plus format-aware decoding."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from edge.recognition import const
-from edge.recognition.formats import ALPHABET, SLOTS, decode_plate
+from edge.recognition.formats import ALPHABET, PAD_INDEX, SLOTS, decode_plate
 from edge.recognition.onnx_runtime import ModelLoadError, create_session
 from edge.recognition.types import BgrImage, Box, FloatArray, PlateReading
 
@@ -30,9 +30,17 @@ class OnnxPlateReader:
         region_hint: str | None = None,
     ) -> None:
         self.session = create_session(model_path, threads)
-        shape = self.session.get_outputs()[0].shape
-        if shape[1:] != [SLOTS, len(ALPHABET)]:
-            raise ModelLoadError(f"OCR model {model_path} outputs {shape}, expected [n, {SLOTS}, {len(ALPHABET)}]")
+        output = self.session.get_outputs()[0]
+        self.output_name: str = output.name
+        if output.name == "ctc_probs":  # a CTC reader: per-column probabilities, any number of columns
+            if len(output.shape) != 3 or output.shape[2] != len(ALPHABET):
+                raise ModelLoadError(
+                    f"OCR model {model_path} outputs {output.shape}, expected [n, columns, {len(ALPHABET)}]"
+                )
+        elif output.shape[1:] != [SLOTS, len(ALPHABET)]:
+            raise ModelLoadError(
+                f"OCR model {model_path} outputs {output.shape}, expected [n, {SLOTS}, {len(ALPHABET)}]"
+            )
         self.num_candidates = num_candidates
         self.region_hint = region_hint
 
@@ -41,7 +49,9 @@ class OnnxPlateReader:
         if not crops:
             return np.zeros((0, SLOTS, len(ALPHABET)), np.float32)
         batch = np.stack([preprocess(c) for c in crops])
-        probs: FloatArray = self.session.run(["probs"], {"image": batch})[0]
+        probs: FloatArray = self.session.run([self.output_name], {"image": batch})[0]
+        if self.output_name == "ctc_probs":
+            return np.stack([ctc_to_slots(columns) for columns in probs])
         return probs
 
     def read(self, crops: Sequence[BgrImage]) -> list[PlateReading]:
@@ -49,6 +59,29 @@ class OnnxPlateReader:
             decode_plate(p, num_candidates=self.num_candidates, region_hint=self.region_hint)
             for p in self.probabilities(crops)
         ]
+
+
+def ctc_to_slots(columns: FloatArray) -> FloatArray:
+    """A CTC reader's per-column probabilities (columns x classes, ``PAD`` the blank) as slot probabilities.
+
+    The best path's characters (repeats merged, blanks dropped) fill the slots in order, each with the
+    whole distribution of the column where that character peaks, so the slot decoding (k-best strings,
+    format rules, candidates) works unchanged; a high blank probability there reads as "maybe no
+    character". The slots after the last character are certain pads.
+    """
+    slots = np.zeros((SLOTS, len(ALPHABET)), np.float32)
+    slots[:, PAD_INDEX] = 1.0
+    best = columns.argmax(axis=1)
+    slot, start = 0, 0
+    for column in range(1, len(best) + 1):
+        if column < len(best) and best[column] == best[start]:
+            continue  # the same class goes on: one character (or one blank) over several columns
+        if best[start] != PAD_INDEX and slot < SLOTS:
+            peak = start + int(columns[start:column, best[start]].argmax())
+            slots[slot] = columns[peak]
+            slot += 1
+        start = column
+    return slots
 
 
 def preprocess(crop: BgrImage) -> FloatArray:

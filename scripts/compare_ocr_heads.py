@@ -1,0 +1,194 @@
+"""Train the slot reader or a CTC reader from scratch on the same data and steps, to compare the two heads.
+
+    python scripts/compare_ocr_heads.py --head slot --synth runs/ocr_data/synth12k.npz --real runs/ocr_data/real.npz
+    python scripts/compare_ocr_heads.py --head ctc  --synth runs/ocr_data/synth12k.npz --real runs/ocr_data/real.npz
+
+An experiment for issue #2, not a training recipe: nothing is exported. The shipped slot reader reads a
+character twice in most of its val misreads (models/README.md); a CTC head over the feature columns aligns
+characters by sequence instead of by learnt position. Both runs share the backbone architecture, the data
+stream (``train_ocr.PlateTexts`` with the same seed), the schedule and the val crops, and log the exact-read
+rate on synthetic val plates and on the real val crops every ``--eval-every`` steps. The CTC head reads the
+columns left to right, so two-row plates (a minority of the synthetic set) are beyond it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from edge.recognition.formats import ALPHABET, PAD, PAD_INDEX  # noqa: E402
+from scripts.make_ocr_data import OCR_H, OCR_W  # noqa: E402
+from scripts.train_ocr import PlateTexts, center_crop  # noqa: E402
+from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
+from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
+
+logger = logging.getLogger("compare_ocr_heads")
+
+
+class PlateCtcNet(PlateOcrNet):
+    """The slot reader's backbone and position channels, then a CTC head over the 20 feature columns:
+    the 6 rows folded into each column by a learnt (depthwise) convolution, a 3-wide convolution along the columns,
+    and per column a class (``PAD`` doubles as the CTC blank)."""
+
+    def __init__(self, classes: int = len(ALPHABET), channels: int = 160) -> None:
+        super().__init__(classes=classes)
+        del self.attention, self.classifier
+        # Depthwise: each channel folds its own 6 rows, so the head stays about the slot head's size.
+        self.fold = nn.Sequential(
+            nn.Conv2d(channels, channels, (6, 1), groups=channels, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
+        )
+        self.sequence = nn.Sequential(
+            nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.Dropout(0.1), nn.Conv1d(channels, classes, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities, N x 20 columns x classes."""
+        f = self.fold(self.features(x) + self.position).squeeze(2)  # N x C x 20
+        return torch.log_softmax(self.sequence(f), dim=1).transpose(1, 2)
+
+
+class _Probabilities(nn.Module):
+    """What the engine runs: the CTC head's per-column probabilities (N x 20 x classes, ``ctc_probs``)."""
+
+    def __init__(self, net: PlateCtcNet) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(self.net(x))
+
+
+def export_ctc_onnx(model: PlateCtcNet, path: Path) -> None:
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        _Probabilities(model),
+        (torch.zeros(1, 1, OCR_H, OCR_W),),
+        str(path),
+        input_names=["image"],
+        output_names=["ctc_probs"],
+        dynamic_axes={"image": {0: "n"}, "ctc_probs": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    model.train()
+
+
+def ctc_decode(log_probs: torch.Tensor) -> list[str]:
+    """Greedy CTC: the best class per column, repeats merged, blanks dropped."""
+    texts = []
+    for row in log_probs.argmax(dim=-1).tolist():
+        chars, previous = [], PAD_INDEX
+        for k in row:
+            if k != previous and k != PAD_INDEX:
+                chars.append(ALPHABET[k])
+            previous = k
+        texts.append("".join(chars))
+    return texts
+
+
+def slot_decode(probs: torch.Tensor) -> list[str]:
+    return ["".join(ALPHABET[k] for k in row).replace(PAD, "") for row in probs.argmax(dim=-1).tolist()]
+
+
+def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    lengths = (targets != PAD_INDEX).sum(dim=1)
+    flat = torch.cat([row[:n] for row, n in zip(targets, lengths, strict=True)])
+    columns = torch.full((len(targets),), log_probs.shape[1], dtype=torch.long)
+    return nn.functional.ctc_loss(
+        log_probs.transpose(0, 1), flat, columns, lengths, blank=PAD_INDEX, zero_infinity=True
+    )
+
+
+@torch.no_grad()
+def exact_rate(model: nn.Module, head: str, images: np.ndarray, labels: np.ndarray) -> float:
+    model.eval()
+    out = model(torch.from_numpy(images.astype(np.float32)[:, None] / 255.0))
+    model.train()
+    texts = ctc_decode(out) if head == "ctc" else slot_decode(out)
+    return float(np.mean([t == str(label) for t, label in zip(texts, labels, strict=True)]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--head", choices=["slot", "ctc"], required=True)
+    parser.add_argument("--synth", type=Path, required=True)
+    parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=2e-3)
+    parser.add_argument("--real-fraction", type=float, default=0.5)
+    parser.add_argument("--eval-every", type=int, default=250)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--onnx", type=Path, help="ctc: export the checkpoint best on the real val crops here")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    synth, real = np.load(args.synth), np.load(args.real)
+    rules = real["rules"]
+    is_train = (real["splits"] == "train") & np.isin(rules, ["given", "strict", "agree"])
+    is_val = real["splits"] != "train"
+    val_images = np.stack([center_crop(i) for i in real["images"][is_val]])
+    val_labels = real["labels"][is_val]
+    n_val_synth = 1000
+    dataset = PlateTexts(
+        (synth["images"][n_val_synth:], synth["labels"][n_val_synth:]),
+        (real["images"][is_train], real["labels"][is_train]),
+        args.real_fraction,
+        args.batch * args.eval_every,
+        args.seed,
+    )
+    model: nn.Module = PlateCtcNet() if args.head == "ctc" else PlateOcrNet()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
+    logger.info("head=%s params=%d", args.head, count_parameters(model))
+    step, best = 0, -1.0
+    model.train()
+    while step < args.steps:
+        dataset.epoch = step
+        t0, loss_sum, n = time.time(), 0.0, 0
+        for x, y in DataLoader(dataset, batch_size=args.batch, num_workers=0, drop_last=True):
+            if step >= args.steps:
+                break
+            for group in optimizer.param_groups:
+                group["lr"] = warmup_cosine(step, args.steps, min(500, args.steps // 10), args.lr)
+            out = model(x)
+            if args.head == "ctc":
+                loss = ctc_loss(out, y)
+            else:
+                loss = nn.functional.nll_loss(torch.log(out.clamp_min(1e-7)).reshape(-1, len(ALPHABET)), y.reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()  # type: ignore[no-untyped-call]
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            optimizer.step()
+            loss_sum, n, step = loss_sum + loss.item(), n + 1, step + 1
+        val = exact_rate(model, args.head, val_images, val_labels)
+        logger.info(
+            "head=%s step %d loss=%.4f %.0fs synth_val=%.3f real_val=%.3f",
+            args.head,
+            step,
+            loss_sum / max(n, 1),
+            time.time() - t0,
+            exact_rate(model, args.head, synth["images"][:n_val_synth], synth["labels"][:n_val_synth]),
+            val,
+        )
+        if args.onnx is not None and isinstance(model, PlateCtcNet) and val > best:
+            best = val
+            export_ctc_onnx(model, args.onnx)
+            logger.info("exported step %d to %s", step, args.onnx)
+
+
+if __name__ == "__main__":
+    main()
