@@ -1,4 +1,4 @@
-"""The CTC side of the OCR head comparison (torch: `make test-train`, not `make test`)."""
+"""The CTC reader's training script (torch: `make test-train`, not `make test`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ pytestmark = pytest.mark.training
 def test_greedy_ctc_merges_repeats_and_keeps_letters_a_blank_apart() -> None:
     import torch
 
-    from scripts.compare_ocr_heads import ctc_decode
+    from scripts.train_ocr_ctc import ctc_decode
 
     columns = ["A", "A", "_", "B", "_", "B", "B", "_", "_", "7"] + ["_"] * 10
     log_probs = torch.full((1, 20, len(ALPHABET)), -10.0)
@@ -24,7 +24,7 @@ def test_greedy_ctc_merges_repeats_and_keeps_letters_a_blank_apart() -> None:
 def test_the_ctc_head_learns_a_fixed_batch_and_reads_it() -> None:
     import torch
 
-    from scripts.compare_ocr_heads import PlateCtcNet, ctc_decode, ctc_loss
+    from scripts.train_ocr_ctc import PlateCtcNet, ctc_decode, ctc_loss
 
     torch.manual_seed(0)
     net = PlateCtcNet()
