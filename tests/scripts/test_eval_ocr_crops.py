@@ -37,7 +37,7 @@ def test_read_boxes_decodes_the_combined_probabilities_of_its_crops(combine: str
     reader = OnnxPlateReader()
     per_crop = reader.probabilities([crop_variant(image, box, s) for s in specs])
     assert not np.allclose(per_crop[0], per_crop[1])  # the crops differ, so the combination matters
-    combined = per_crop.mean(axis=0) if combine == "mean" else np.exp(np.log(per_crop).mean(axis=0))
+    combined = per_crop.mean(axis=0) if combine == "mean" else np.exp(np.log(np.fmax(per_crop, 1e-12)).mean(axis=0))
     (reading,) = read_boxes(reader, image, [box], specs, combine)
     expected = decode_plate(combined)
     assert reading.text == expected.text
