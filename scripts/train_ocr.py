@@ -138,7 +138,8 @@ def load_onnx_weights(model: PlateOcrNet, path: Path, calibration: np.ndarray) -
     logger.info("initialised from %s", path)
 
 
-def export_onnx(model: PlateOcrNet, path: Path) -> None:
+def export_onnx(model: torch.nn.Module, path: Path, output: str = "probs") -> None:
+    """Export a reader (left in eval mode) with input ``image`` and output ``output``, any batch size."""
     model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
@@ -146,8 +147,8 @@ def export_onnx(model: PlateOcrNet, path: Path) -> None:
         (torch.zeros(1, 1, OCR_H, OCR_W),),
         str(path),
         input_names=["image"],
-        output_names=["probs"],
-        dynamic_axes={"image": {0: "n"}, "probs": {0: "n"}},
+        output_names=[output],
+        dynamic_axes={"image": {0: "n"}, output: {0: "n"}},
         opset_version=17,
         dynamo=False,
     )

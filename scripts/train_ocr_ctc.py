@@ -31,8 +31,7 @@ from torch.utils.data import DataLoader
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.recognition.formats import ALPHABET, PAD, PAD_INDEX  # noqa: E402
-from scripts.make_ocr_data import OCR_H, OCR_W  # noqa: E402
-from scripts.train_ocr import PlateTexts, center_crop  # noqa: E402
+from scripts.train_ocr import PlateTexts, center_crop, export_onnx  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
@@ -73,18 +72,7 @@ class _Probabilities(nn.Module):
 
 
 def export_ctc_onnx(model: PlateCtcNet, path: Path) -> None:
-    model.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        _Probabilities(model),
-        (torch.zeros(1, 1, OCR_H, OCR_W),),
-        str(path),
-        input_names=["image"],
-        output_names=["ctc_probs"],
-        dynamic_axes={"image": {0: "n"}, "ctc_probs": {0: "n"}},
-        opset_version=17,
-        dynamo=False,
-    )
+    export_onnx(_Probabilities(model), path, "ctc_probs")
     model.train()
 
 
