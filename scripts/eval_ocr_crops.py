@@ -25,11 +25,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from edge.recognition import const  # noqa: E402
 from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
-from edge.recognition.formats import ALPHABET, SLOTS, decode_plate, edit_distance  # noqa: E402
+from edge.recognition.formats import ALPHABET, SLOTS, decode_plate  # noqa: E402
 from edge.recognition.geometry import match_boxes  # noqa: E402
 from edge.recognition.imageio import load_image  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
 from edge.recognition.types import BgrImage, Box, FloatArray, PlateReading  # noqa: E402
+from scripts.eval import ReadScore  # noqa: E402
 from scripts.trainlib.manifest import read_manifest  # noqa: E402
 
 CropSpec = tuple[float, float, float]
@@ -148,13 +149,16 @@ def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list
 
 
 def score(pairs: list[tuple[str, str]]) -> dict[str, float]:
-    chars = sum(len(t) for t, _ in pairs)
-    errors = sum(edit_distance(r, t) for t, r in pairs)
+    """Exact reads and character accuracy of (truth, read) pairs, counted as ``scripts/eval.py`` counts them."""
+    tally = ReadScore()
+    for truth, read in pairs:
+        tally.add(truth, read, "")
+    summary = tally.summary()
     return {
-        "plates": len(pairs),
-        "exact": round(sum(t == r for t, r in pairs) / max(len(pairs), 1), 4),
-        "exact_n": sum(t == r for t, r in pairs),
-        "char": round(max(0.0, 1 - errors / max(chars, 1)), 4),
+        "plates": tally.plates,
+        "exact": summary["exact_rate"],
+        "exact_n": tally.exact,
+        "char": summary["char_accuracy"],
     }
 
 
@@ -180,10 +184,10 @@ def main() -> None:
         rows = build_cache(args.manifest, args.split, args.teacher_cct, args.cache)
     images = {r["path"]: load_image(Path(r["path"])) for r in rows}
     results = {}
+    reader = OnnxPlateReader(args.ocr, threads=1)
     for name, (specs, combine) in VARIANTS.items():
         if args.only and name not in args.only:
             continue
-        reader = OnnxPlateReader(args.ocr, threads=1)
         e2e: list[tuple[str, str]] = []
         boxes: list[tuple[str, str]] = []
         for row in rows:

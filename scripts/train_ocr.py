@@ -108,15 +108,19 @@ def center_crop(stored: np.ndarray) -> np.ndarray:
     return cv2.resize(crop, (OCR_W, OCR_H), interpolation=cv2.INTER_AREA)
 
 
+def slot_texts(probs: np.ndarray) -> list[str]:
+    """The best class of every slot, pads dropped: N x slots x classes to N texts (no format rules)."""
+    return ["".join(ALPHABET[k] for k in row).replace(PAD, "") for row in probs.argmax(axis=-1)]
+
+
 @torch.no_grad()
 def exact_rate(model: PlateOcrNet, images: np.ndarray, labels: np.ndarray) -> float:
     if len(images) == 0:
         return float("nan")
     model.eval()
     x = torch.from_numpy(images.astype(np.float32)[:, None] / 255.0)
-    best = model(x).argmax(dim=-1).numpy()
+    texts = slot_texts(model(x).numpy())
     model.train()
-    texts = ["".join(ALPHABET[k] for k in row).replace(PAD, "") for row in best]
     return float(np.mean([t == str(label) for t, label in zip(texts, labels, strict=True)]))
 
 

@@ -30,8 +30,9 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.recognition.formats import ALPHABET, PAD, PAD_INDEX  # noqa: E402
-from scripts.train_ocr import PlateTexts, center_crop, export_onnx  # noqa: E402
+from edge.recognition.formats import ALPHABET, PAD_INDEX  # noqa: E402
+from edge.recognition.ocr import ctc_to_slots  # noqa: E402
+from scripts.train_ocr import PlateTexts, center_crop, export_onnx, slot_texts  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
@@ -77,20 +78,8 @@ def export_ctc_onnx(model: PlateCtcNet, path: Path) -> None:
 
 
 def ctc_decode(log_probs: torch.Tensor) -> list[str]:
-    """Greedy CTC: the best class per column, repeats merged, blanks dropped."""
-    texts = []
-    for row in log_probs.argmax(dim=-1).tolist():
-        chars, previous = [], PAD_INDEX
-        for k in row:
-            if k != previous and k != PAD_INDEX:
-                chars.append(ALPHABET[k])
-            previous = k
-        texts.append("".join(chars))
-    return texts
-
-
-def slot_decode(probs: torch.Tensor) -> list[str]:
-    return ["".join(ALPHABET[k] for k in row).replace(PAD, "") for row in probs.argmax(dim=-1).tolist()]
+    """Greedy CTC (the best class per column, repeats merged, blanks dropped), as the engine collapses it."""
+    return slot_texts(np.stack([ctc_to_slots(columns) for columns in log_probs.exp().numpy()]))
 
 
 def ctc_loss(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -107,7 +96,7 @@ def exact_rate(model: nn.Module, head: str, images: np.ndarray, labels: np.ndarr
     model.eval()
     out = model(torch.from_numpy(images.astype(np.float32)[:, None] / 255.0))
     model.train()
-    texts = ctc_decode(out) if head == "ctc" else slot_decode(out)
+    texts = ctc_decode(out) if head == "ctc" else slot_texts(out.numpy())
     return float(np.mean([t == str(label) for t, label in zip(texts, labels, strict=True)]))
 
 
