@@ -3,6 +3,7 @@
     python scripts/train_ocr_ctc.py --head ctc --synth runs/ocr_data/synth12k.npz --real runs/ocr_data/real.npz \
         --steps 2000 --threads 2 --onnx models/plate_ocr.onnx       # `make train-ocr`
     python scripts/train_ocr_ctc.py --head slot --synth runs/ocr_data/synth12k.npz --real runs/ocr_data/real.npz
+    python scripts/train_ocr_ctc.py ... --out runs/ocr_ctc --resume        # go on from runs/ocr_ctc/last.pt
 
 The slot reader (``PlateOcrNet``, ``scripts/train_ocr.py``) read a character twice in most of its val
 misreads; a CTC head over the feature columns aligns characters by sequence instead of by learnt position
@@ -12,7 +13,10 @@ with the same seed), the schedule and the val crops; the exact-read rate on synt
 the real val crops is logged every ``--eval-every`` steps, and with ``--onnx`` the CTC checkpoint best on
 the real val crops is exported (output ``ctc_probs``, N x 20 columns x classes, which
 ``edge.recognition.ocr`` reads). The CTC head reads the columns left to right, so two-row plates (a
-minority of the synthetic set) are beyond it.
+minority of the synthetic set) are beyond it. ``--context N`` puts N residual dilated convolutions along
+the columns before the classes (0: the shipped architecture). With ``--out`` every evaluation saves
+``last.pt`` (and ``best.pt`` when the real val crops read best so far) and ``--resume`` goes on from
+``last.pt`` on the same schedule, so long runs survive an interrupted session.
 """
 
 from __future__ import annotations
@@ -38,19 +42,42 @@ from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_ocr_ctc")
 
+N_VAL_SYNTH = 1000
+"""The first plates of the first synthetic set are its val plates, never trained on."""
+
+
+class ColumnContext(nn.Module):
+    """A residual 3-wide convolution along the columns, dilated so that a few of them see most of the plate
+    (a character's neighbours tell a glyph's edge from a letter's stroke)."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x + self.conv(x)
+        return out
+
 
 class PlateCtcNet(PlateOcrNet):
     """The slot reader's backbone and position channels, then a CTC head over the 20 feature columns:
-    the 6 rows folded into each column by a learnt (depthwise) convolution, a 3-wide convolution along the columns,
+    the 6 rows folded into each column by a learnt (depthwise) convolution, ``context`` residual dilated
+    convolutions along the columns (none in the shipped reader), a 3-wide convolution along the columns,
     and per column a class (``PAD`` doubles as the CTC blank)."""
 
-    def __init__(self, classes: int = len(ALPHABET), channels: int = 160) -> None:
+    def __init__(self, classes: int = len(ALPHABET), channels: int = 160, context: int = 0) -> None:
         super().__init__(classes=classes)
         del self.attention, self.classifier
         # Depthwise: each channel folds its own 6 rows, so the head stays about the slot head's size.
         self.fold = nn.Sequential(
             nn.Conv2d(channels, channels, (6, 1), groups=channels, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
         )
+        self.context = nn.Sequential(*(ColumnContext(channels, 2 ** (i % 3)) for i in range(context)))
         self.sequence = nn.Sequential(
             nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.Dropout(0.1), nn.Conv1d(channels, classes, 1)
         )
@@ -58,7 +85,7 @@ class PlateCtcNet(PlateOcrNet):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Log-probabilities, N x 20 columns x classes."""
         f = self.fold(self.features(x) + self.position).squeeze(2)  # N x C x 20
-        return torch.log_softmax(self.sequence(f), dim=1).transpose(1, 2)
+        return torch.log_softmax(self.sequence(self.context(f)), dim=1).transpose(1, 2)
 
 
 class _Probabilities(nn.Module):
@@ -100,11 +127,69 @@ def exact_rate(model: nn.Module, head: str, images: np.ndarray, labels: np.ndarr
     return float(np.mean([t == str(label) for t, label in zip(texts, labels, strict=True)]))
 
 
+def load_data(
+    args: argparse.Namespace,
+) -> tuple[PlateTexts, tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """The training stream (synthetic plates after each file's first ``N_VAL_SYNTH``, real crops of the
+    chosen rules), the synthetic val plates (the first file's first ``N_VAL_SYNTH``) and the real val crops."""
+    synths = [np.load(path) for path in args.synth]
+    real = np.load(args.real)
+    is_train = (real["splits"] == "train") & np.isin(real["rules"], args.real_rules.split(","))
+    is_val = real["splits"] != "train"
+    dataset = PlateTexts(
+        (
+            np.concatenate([s["images"][N_VAL_SYNTH:] for s in synths]),
+            np.concatenate([s["labels"][N_VAL_SYNTH:] for s in synths]),
+        ),
+        (real["images"][is_train], real["labels"][is_train]),
+        args.real_fraction,
+        args.batch * args.eval_every,
+        args.seed,
+    )
+    logger.info("synthetic train=%d real train=%d", len(dataset.synth_images), len(dataset.real_images))
+    synth_val = (synths[0]["images"][:N_VAL_SYNTH], synths[0]["labels"][:N_VAL_SYNTH])
+    real_val = (np.stack([center_crop(i) for i in real["images"][is_val]]), real["labels"][is_val])
+    return dataset, synth_val, real_val
+
+
+def train_steps(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    dataset: PlateTexts,
+    head: str,
+    step: int,
+    args: argparse.Namespace,
+) -> tuple[int, float]:
+    """One pass over the stream (``--eval-every`` steps or fewer); the step reached and the mean loss."""
+    dataset.epoch = step
+    loss_sum, n = 0.0, 0
+    for x, y in DataLoader(dataset, batch_size=args.batch, num_workers=0, drop_last=True):
+        if step >= args.steps:
+            break
+        for group in optimizer.param_groups:
+            group["lr"] = warmup_cosine(step, args.steps, min(500, args.steps // 10), args.lr)
+        out = model(x)
+        if head == "ctc":
+            loss = ctc_loss(out, y)
+        else:
+            loss = nn.functional.nll_loss(torch.log(out.clamp_min(1e-7)).reshape(-1, len(ALPHABET)), y.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        loss_sum, n, step = loss_sum + loss.item(), n + 1, step + 1
+    return step, loss_sum / max(n, 1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head", choices=["slot", "ctc"], required=True)
-    parser.add_argument("--synth", type=Path, required=True)
+    parser.add_argument("--synth", type=Path, nargs="+", required=True, help="one or more synthetic sets")
     parser.add_argument("--real", type=Path, required=True)
+    parser.add_argument(
+        "--real-rules", default="given,strict,agree", help="the labels of real.npz to train on (its `rules`)"
+    )
+    parser.add_argument("--context", type=int, default=0, help="ctc: residual dilated convolutions along the columns")
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=2e-3)
@@ -112,61 +197,52 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=250)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, help="keep train.log, last.pt and best.pt here")
+    parser.add_argument("--resume", action="store_true", help="go on from --out's last.pt")
     parser.add_argument("--onnx", type=Path, help="ctc: export the checkpoint best on the real val crops here")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    handlers: list[logging.Handler] = [logging.StreamHandler()]
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(args.out / "train.log"))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 
-    synth, real = np.load(args.synth), np.load(args.real)
-    rules = real["rules"]
-    is_train = (real["splits"] == "train") & np.isin(rules, ["given", "strict", "agree"])
-    is_val = real["splits"] != "train"
-    val_images = np.stack([center_crop(i) for i in real["images"][is_val]])
-    val_labels = real["labels"][is_val]
-    n_val_synth = 1000
-    dataset = PlateTexts(
-        (synth["images"][n_val_synth:], synth["labels"][n_val_synth:]),
-        (real["images"][is_train], real["labels"][is_train]),
-        args.real_fraction,
-        args.batch * args.eval_every,
-        args.seed,
-    )
-    model: nn.Module = PlateCtcNet() if args.head == "ctc" else PlateOcrNet()
+    dataset, synth_val, real_val = load_data(args)
+    model: nn.Module = PlateCtcNet(context=args.context) if args.head == "ctc" else PlateOcrNet()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    logger.info("head=%s params=%d", args.head, count_parameters(model))
     step, best = 0, -1.0
+    if args.resume:
+        state = torch.load(args.out / "last.pt", map_location="cpu")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, best = state["step"], state["best"]
+        logger.info("resumed at step %d (best real_val %.3f)", step, best)
+    logger.info("head=%s context=%d params=%d", args.head, args.context, count_parameters(model))
     model.train()
     while step < args.steps:
-        dataset.epoch = step
-        t0, loss_sum, n = time.time(), 0.0, 0
-        for x, y in DataLoader(dataset, batch_size=args.batch, num_workers=0, drop_last=True):
-            if step >= args.steps:
-                break
-            for group in optimizer.param_groups:
-                group["lr"] = warmup_cosine(step, args.steps, min(500, args.steps // 10), args.lr)
-            out = model(x)
-            if args.head == "ctc":
-                loss = ctc_loss(out, y)
-            else:
-                loss = nn.functional.nll_loss(torch.log(out.clamp_min(1e-7)).reshape(-1, len(ALPHABET)), y.reshape(-1))
-            optimizer.zero_grad()
-            loss.backward()  # type: ignore[no-untyped-call]
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            optimizer.step()
-            loss_sum, n, step = loss_sum + loss.item(), n + 1, step + 1
-        val = exact_rate(model, args.head, val_images, val_labels)
+        t0 = time.time()
+        step, loss = train_steps(model, optimizer, dataset, args.head, step, args)
+        val = exact_rate(model, args.head, *real_val)
+        improved = val > best
+        best = max(best, val)
         logger.info(
-            "head=%s step %d loss=%.4f %.0fs synth_val=%.3f real_val=%.3f",
+            "head=%s step %d loss=%.4f %.0fs synth_val=%.3f real_val=%.3f best=%.3f",
             args.head,
             step,
-            loss_sum / max(n, 1),
+            loss,
             time.time() - t0,
-            exact_rate(model, args.head, synth["images"][:n_val_synth], synth["labels"][:n_val_synth]),
+            exact_rate(model, args.head, *synth_val),
             val,
+            best,
         )
-        if args.onnx is not None and isinstance(model, PlateCtcNet) and val > best:
-            best = val
+        if args.out is not None:
+            state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "best": best}
+            torch.save(state, args.out / "last.pt")
+            if improved:
+                torch.save(state, args.out / "best.pt")
+        if args.onnx is not None and isinstance(model, PlateCtcNet) and improved:
             export_ctc_onnx(model, args.onnx)
             logger.info("exported step %d to %s", step, args.onnx)
 

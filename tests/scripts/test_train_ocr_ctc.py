@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from edge.recognition.formats import ALPHABET, PAD_INDEX
+from edge.recognition.formats import ALPHABET, PAD_INDEX, SLOTS
 
 pytestmark = pytest.mark.training
 
@@ -42,3 +44,63 @@ def test_the_ctc_head_learns_a_fixed_batch_and_reads_it() -> None:
     net.eval()
     with torch.no_grad():
         assert ctc_decode(net(x)) == labels
+
+
+def test_column_context_keeps_the_shape_and_none_keeps_the_shipped_weights_names() -> None:
+    import torch
+
+    from scripts.train_ocr_ctc import PlateCtcNet
+
+    plain, wider = PlateCtcNet(), PlateCtcNet(context=3)
+    assert not any(name.startswith("context.") for name in plain.state_dict())
+    assert set(plain.state_dict()) < set(wider.state_dict())
+    wider.eval()
+    with torch.no_grad():
+        out = wider(torch.rand(2, 1, 48, 160))
+    assert out.shape == (2, 20, len(ALPHABET))
+    assert torch.allclose(out.exp().sum(dim=-1), torch.ones(2, 20), atol=1e-5)
+
+
+def _tiny_sets(tmp_path: Path) -> tuple[Path, Path]:
+    import numpy as np
+
+    from scripts.make_ocr_data import OCR_H, OCR_W, STORE_H, STORE_W
+
+    rng = np.random.default_rng(0)
+    synth = tmp_path / "synth.npz"
+    np.savez(synth, images=rng.integers(0, 255, (1010, OCR_H, OCR_W), np.uint8), labels=np.array(["AB12"] * 1010))
+    real = tmp_path / "real.npz"
+    np.savez(
+        real,
+        images=rng.integers(0, 255, (6, STORE_H, STORE_W), np.uint8),
+        labels=np.array(["7XYZ123", "8ABC234", "AB1234", "CD5678", "EF9", "GH12"]),
+        splits=np.array(["train", "train", "train", "train", "val", "val"]),
+        rules=np.array(["strict", "agree", "ppocr", "strict", "strict", "agree"]),
+    )
+    return synth, real
+
+
+def test_a_run_saves_its_checkpoints_resumes_and_exports_what_the_engine_reads(tmp_path: Path) -> None:
+    import sys
+
+    import numpy as np
+
+    from edge.recognition.ocr import OnnxPlateReader
+    from scripts import train_ocr_ctc
+
+    synth, real = _tiny_sets(tmp_path)
+    out, onnx = tmp_path / "run", tmp_path / "reader.onnx"
+    common = ["train_ocr_ctc.py", "--head", "ctc", "--synth", str(synth), "--real", str(real), "--context", "2"]
+    common += ["--batch", "4", "--eval-every", "2", "--out", str(out), "--onnx", str(onnx)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", [*common, "--steps", "4"])
+        train_ocr_ctc.main()
+        assert (out / "last.pt").exists() and (out / "best.pt").exists() and onnx.exists()
+        patch.setattr(sys, "argv", [*common, "--steps", "6", "--resume"])
+        train_ocr_ctc.main()
+    log = (out / "train.log").read_text()
+    assert "resumed at step 4" in log
+    assert "step 6 " in log
+    assert "real train=3" in log  # strict and agree by default; the PP-OCR-alone crop is left out
+    probabilities = OnnxPlateReader(onnx).probabilities([np.full((48, 160, 3), 128, np.uint8)])
+    assert probabilities.shape == (1, SLOTS, len(ALPHABET))
