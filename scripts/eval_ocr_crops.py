@@ -38,10 +38,13 @@ CropSpec = tuple[float, float, float]
 cuts it with pad_x / pad_y (negative pads shrink it)."""
 
 DEFAULT = (const.OCR_CROP_PAD_X, const.OCR_CROP_PAD_Y, 0.0)
+EARLIER = (0.03, 0.06, 0.0)
+"""The engine's crop until 2026-12-06."""
 
 VARIANTS: dict[str, tuple[tuple[CropSpec, ...], str]] = {
     # single crops: (pad_x, pad_y, shift_y) as fractions of the box
-    "shipped (0.03, 0.06)": ((DEFAULT,), "mean"),
+    f"shipped ({DEFAULT[0]:.2f}, {DEFAULT[1]:.2f})": ((DEFAULT,), "mean"),
+    "single (0.03, 0.06)": ((EARLIER,), "mean"),
     "single (0.00, 0.00)": (((0.0, 0.0, 0.0),), "mean"),
     "single (0.03, 0.00)": (((0.03, 0.0, 0.0),), "mean"),
     "single (0.03, -0.05)": (((0.03, -0.05, 0.0),), "mean"),
@@ -52,21 +55,21 @@ VARIANTS: dict[str, tuple[tuple[CropSpec, ...], str]] = {
     "single (0.00, 0.06)": (((0.0, 0.06, 0.0),), "mean"),
     "single (0.05, 0.08)": (((0.05, 0.08, 0.0),), "mean"),
     # two crops
-    "2: shipped + (0.00, 0.00)": ((DEFAULT, (0.0, 0.0, 0.0)), "mean"),
-    "2: shipped + (0.06, 0.12)": ((DEFAULT, (0.06, 0.12, 0.0)), "mean"),
-    "2: shipped + (0.10, 0.15)": ((DEFAULT, (0.10, 0.15, 0.0)), "mean"),
-    "2: shipped + (0.03, -0.10)": ((DEFAULT, (0.03, -0.10, 0.0)), "mean"),
-    "2: shipped + shift down 0.05": ((DEFAULT, (0.03, 0.06, 0.05)), "mean"),
-    "2: shipped + shift up 0.05": ((DEFAULT, (0.03, 0.06, -0.05)), "mean"),
+    "2: (0.03, 0.06) + (0.00, 0.00)": ((EARLIER, (0.0, 0.0, 0.0)), "mean"),
+    "2: (0.03, 0.06) + (0.06, 0.12)": ((EARLIER, (0.06, 0.12, 0.0)), "mean"),
+    "2: (0.03, 0.06) + (0.10, 0.15)": ((EARLIER, (0.10, 0.15, 0.0)), "mean"),
+    "2: (0.03, 0.06) + (0.03, -0.10)": ((EARLIER, (0.03, -0.10, 0.0)), "mean"),
+    "2: (0.03, 0.06) + shift down 0.05": ((EARLIER, (0.03, 0.06, 0.05)), "mean"),
+    "2: (0.03, 0.06) + shift up 0.05": ((EARLIER, (0.03, 0.06, -0.05)), "mean"),
     "2: (0.00, 0.00) + (0.06, 0.12)": (((0.0, 0.0, 0.0), (0.06, 0.12, 0.0)), "mean"),
-    "2: shipped + (0.00, 0.00), logmean": ((DEFAULT, (0.0, 0.0, 0.0)), "logmean"),
-    "2: shipped + (0.06, 0.12), logmean": ((DEFAULT, (0.06, 0.12, 0.0)), "logmean"),
+    "2: (0.03, 0.06) + (0.00, 0.00), logmean": ((EARLIER, (0.0, 0.0, 0.0)), "logmean"),
+    "2: (0.03, 0.06) + (0.06, 0.12), logmean": ((EARLIER, (0.06, 0.12, 0.0)), "logmean"),
     # three crops
-    "3: (0.00, 0.00) + shipped + (0.06, 0.12)": (((0.0, 0.0, 0.0), DEFAULT, (0.06, 0.12, 0.0)), "mean"),
-    "3: shipped + up 0.05 + down 0.05": ((DEFAULT, (0.03, 0.06, -0.05), (0.03, 0.06, 0.05)), "mean"),
-    "3: shipped + (0.03, -0.10) + (0.06, 0.12)": ((DEFAULT, (0.03, -0.10, 0.0), (0.06, 0.12, 0.0)), "mean"),
-    "3: (0.00, 0.00) + shipped + (0.06, 0.12), logmean": (
-        ((0.0, 0.0, 0.0), DEFAULT, (0.06, 0.12, 0.0)),
+    "3: (0.00, 0.00) + (0.03, 0.06) + (0.06, 0.12)": (((0.0, 0.0, 0.0), EARLIER, (0.06, 0.12, 0.0)), "mean"),
+    "3: (0.03, 0.06) + up 0.05 + down 0.05": ((EARLIER, (0.03, 0.06, -0.05), (0.03, 0.06, 0.05)), "mean"),
+    "3: (0.03, 0.06) + (0.03, -0.10) + (0.06, 0.12)": ((EARLIER, (0.03, -0.10, 0.0), (0.06, 0.12, 0.0)), "mean"),
+    "3: (0.00, 0.00) + (0.03, 0.06) + (0.06, 0.12), logmean": (
+        ((0.0, 0.0, 0.0), EARLIER, (0.06, 0.12, 0.0)),
         "logmean",
     ),
     # second round, around the best single crop (shrunk vertically)
@@ -76,11 +79,11 @@ VARIANTS: dict[str, tuple[tuple[CropSpec, ...], str]] = {
     "single (0.015, -0.05)": (((0.015, -0.05, 0.0),), "mean"),
     "single (0.03, -0.07)": (((0.03, -0.07, 0.0),), "mean"),
     "single (-0.02, -0.05)": (((-0.02, -0.05, 0.0),), "mean"),
-    "2: shipped + (0.03, -0.05)": ((DEFAULT, (0.03, -0.05, 0.0)), "mean"),
+    "2: (0.03, 0.06) + (0.03, -0.05)": ((EARLIER, (0.03, -0.05, 0.0)), "mean"),
     "2: (0.00, 0.00) + (0.03, -0.05)": (((0.0, 0.0, 0.0), (0.03, -0.05, 0.0)), "mean"),
     "2: (0.03, -0.05) + (0.00, -0.05)": (((0.03, -0.05, 0.0), (0.0, -0.05, 0.0)), "mean"),
-    "3: (0.00, 0.00) + shipped + (0.03, -0.05)": (((0.0, 0.0, 0.0), DEFAULT, (0.03, -0.05, 0.0)), "mean"),
-    "3: shipped + (0.03, -0.05) + (0.00, -0.05)": ((DEFAULT, (0.03, -0.05, 0.0), (0.0, -0.05, 0.0)), "mean"),
+    "3: (0.00, 0.00) + (0.03, 0.06) + (0.03, -0.05)": (((0.0, 0.0, 0.0), EARLIER, (0.03, -0.05, 0.0)), "mean"),
+    "3: (0.03, 0.06) + (0.03, -0.05) + (0.00, -0.05)": ((EARLIER, (0.03, -0.05, 0.0), (0.0, -0.05, 0.0)), "mean"),
 }
 
 
@@ -107,7 +110,7 @@ def read_boxes(
 
 def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list[dict[str, Any]]:
     """Per photo: labelled boxes with their teacher labels and the shipped detector's boxes."""
-    from scripts.make_ocr_data import LabelRule, tight_crop
+    from scripts.make_ocr_data import TEACHER_LABEL_PADS, LabelRule, tight_crop
     from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher
 
     pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
@@ -120,7 +123,7 @@ def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list
         labels: list[str | None] = []
         rules: list[str] = []
         for plate, box in zip(item.plates, boxes, strict=True):
-            crops = [tight_crop(image, box), crop_plate(image, box, *DEFAULT[:2])]
+            crops = [tight_crop(image, box), crop_plate(image, box, *TEACHER_LABEL_PADS)]
             crops = [c for c in crops if c.size and min(c.shape[:2]) >= 2]
             x1, y1, x2, y2 = box
             if x2 - x1 < 8 or y2 - y1 < 4 or not crops:

@@ -47,6 +47,9 @@ OCR_W, OCR_H = 160, 48
 CROP_MARGIN = 0.15
 """Real crops are stored this much larger on every side than the labelled box, for jitter."""
 STORE_W, STORE_H = 224, 80
+TEACHER_LABEL_PADS = (0.03, 0.06)
+"""The padded crop the teachers read beside the tight box when labelling (the engine's crop until
+2026-12-06), fixed here so that the labels stay the same whatever crop the engine reads."""
 
 
 def make_synth(count: int, seed: int, out: Path) -> None:
@@ -181,8 +184,8 @@ class LabelRule:
 
 
 def runtime_crop(img: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The crop the engine hands the OCR model (edge/recognition/ocr.py: crop_plate)."""
-    return crop_plate(img, box)
+    """The padded crop the teachers read beside the tight box (``TEACHER_LABEL_PADS``)."""
+    return crop_plate(img, box, *TEACHER_LABEL_PADS)
 
 
 def make_real(
