@@ -5,6 +5,11 @@
 Detector: median and p90 ms per 1280x720 frame for each backend, single-threaded and with all
 threads. OCR: ms per plate, one plate per call and in batches of 8. Memory: peak RSS of
 `alpr recognize` over 100 images, measured by the kernel (ru_maxrss of the child process).
+
+    python scripts/bench_recognize.py --images ... --compare-ocr models/plate_ocr.onnx runs/x/best.onnx
+
+compares readers alone instead: ms per plate (one thread, one plate per call, decoding included) of
+each file, timed in interleaved rounds so that a machine slowing down mid-run hits all of them alike.
 """
 
 from __future__ import annotations
@@ -91,6 +96,29 @@ def bench_ocr(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
     return results
 
 
+def compare_readers(frames: list[BgrImage], paths: list[Path], rounds: int, calls: int = 20) -> dict[str, Any]:
+    """Per reader file, median and p90 ms per plate over ``rounds`` interleaved rounds of ``calls`` calls."""
+    detector = OnnxPlateDetector(threads=1)
+    crops = [crop_plate(f, d.box) for f in frames for d in detector.detect(f)] or [f[300:360, 500:700] for f in frames]
+    readers = {str(path): OnnxPlateReader(path, threads=1) for path in paths}
+    samples: dict[str, list[float]] = {name: [] for name in readers}
+    crop_cycle = itertools.cycle(crops)
+    for reader in readers.values():
+        for _ in range(3):
+            reader.read([next(crop_cycle)])  # warm up
+    for _ in range(rounds):
+        for name, reader in readers.items():
+            for _ in range(calls):
+                crop = next(crop_cycle)
+                start = time.perf_counter()
+                reader.read([crop])
+                samples[name].append((time.perf_counter() - start) * 1000)
+    return {
+        name: {"median_ms": round(float(np.median(v)), 3), "p90_ms": round(float(np.percentile(v, 90)), 3)}
+        for name, v in samples.items()
+    } | {"crops": len(crops), "rounds": rounds, "calls_per_round": calls}
+
+
 def bench_memory(folder: Path, count: int) -> dict[str, Any]:
     paths = sorted(str(p) for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".png"})[:count]
     alpr = Path(sys.executable).with_name("alpr")
@@ -112,15 +140,19 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=30)
     parser.add_argument("--repeat", type=int, default=100)
     parser.add_argument("--out", type=Path, default=Path("runs/bench_recognize.json"))
+    parser.add_argument("--compare-ocr", type=Path, nargs="+", help="only time these reader files against each other")
     args = parser.parse_args()
     frames = load_frames(args.images, args.frames)
-    report = {
+    report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.platform()}",
-        "detector_1280x720": bench_detector(frames, args.repeat),
-        "ocr_per_plate": bench_ocr(frames, args.repeat),
-        "alpr_recognize_memory": bench_memory(args.images, 100),
     }
+    if args.compare_ocr:
+        report["ocr_compare_1_thread"] = compare_readers(frames, args.compare_ocr, args.repeat)
+    else:
+        report["detector_1280x720"] = bench_detector(frames, args.repeat)
+        report["ocr_per_plate"] = bench_ocr(frames, args.repeat)
+        report["alpr_recognize_memory"] = bench_memory(args.images, 100)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
