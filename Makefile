@@ -50,6 +50,7 @@ bench: install
 # The synthetic renderer needs the Debian font packages listed in models/README.md (.ci/run installs them).
 ocr-data: install-train
 	$(PY) scripts/make_ocr_data.py synth --count 12000 --seed 1 --out runs/ocr_data/synth12k.npz
+	$(PY) scripts/make_ocr_data.py synth --count 24000 --seed 2 --out runs/ocr_data/synth24k_s2.npz
 	$(PY) scripts/make_ocr_data.py real --manifest $(DATASETS)/detect/manifest.jsonl \
 		--teacher-cct $(TEACHERS)/cct_xs_v1_global.onnx --alone-mean 0.97 --out runs/ocr_data/real.npz
 
@@ -61,10 +62,11 @@ train-detector: install-train
 		--epochs 30 --threads 1 --resume --dense-size 0.3 --onnx models/plate_detector.onnx
 
 # The shipped reader: a CTC head trained from scratch, the checkpoint best on the real val crops
-# (models/README.md; 14 minutes with two threads on the 2-core machine).
+# (models/README.md; about an hour on the 2-core machine; the shipped run used one thread, and two threads
+# halve the time but sum in another order, so their weights may differ slightly).
 train-ocr: install-train
-	$(PY) scripts/train_ocr_ctc.py --head ctc --synth runs/ocr_data/synth12k.npz --real runs/ocr_data/real.npz \
-		--steps 2000 --threads 2 --onnx models/plate_ocr.onnx
+	$(PY) scripts/train_ocr_ctc.py --head ctc --synth runs/ocr_data/synth12k.npz runs/ocr_data/synth24k_s2.npz \
+		--real runs/ocr_data/real.npz --steps 5000 --threads 1 --out runs/ocr_ctc --onnx models/plate_ocr.onnx
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
