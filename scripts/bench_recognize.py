@@ -83,11 +83,15 @@ def bench_detector(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
     return results
 
 
-def bench_ocr(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
+def plate_crops(frames: list[BgrImage]) -> list[BgrImage]:
+    """The engine's crops of the detector's plates in the frames (a fixed patch of each if none is found)."""
     detector = OnnxPlateDetector(threads=1)
     crops = [crop_plate(f, d.box) for f in frames for d in detector.detect(f)]
-    if not crops:
-        crops = [f[300:360, 500:700] for f in frames]
+    return crops or [f[300:360, 500:700] for f in frames]
+
+
+def bench_ocr(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
+    crops = plate_crops(frames)
     results: dict[str, Any] = {"crops": len(crops)}
     for threads in (1, os.cpu_count() or 1):
         reader = OnnxPlateReader(threads=threads)
@@ -98,8 +102,7 @@ def bench_ocr(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
 
 def compare_readers(frames: list[BgrImage], paths: list[Path], rounds: int, calls: int = 20) -> dict[str, Any]:
     """Per reader file, median and p90 ms per plate over ``rounds`` interleaved rounds of ``calls`` calls."""
-    detector = OnnxPlateDetector(threads=1)
-    crops = [crop_plate(f, d.box) for f in frames for d in detector.detect(f)] or [f[300:360, 500:700] for f in frames]
+    crops = plate_crops(frames)
     readers = {str(path): OnnxPlateReader(path, threads=1) for path in paths}
     samples: dict[str, list[float]] = {name: [] for name in readers}
     crop_cycle = itertools.cycle(crops)

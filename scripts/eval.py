@@ -32,10 +32,7 @@ from edge.recognition.geometry import match_boxes  # noqa: E402
 from edge.recognition.imageio import ImageLoadError, load_image  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
 from edge.recognition.types import DetectorBackend  # noqa: E402
-from scripts.trainlib.manifest import read_manifest  # noqa: E402
-
-LABELLED_BOX_PADS = (0.03, 0.06)
-"""The margin our reader gets around a labelled box (x, y fractions of its size)."""
+from scripts.trainlib.manifest import LABELLED_BOX_PADS, read_manifest  # noqa: E402
 
 logger = logging.getLogger("eval")
 
@@ -113,10 +110,9 @@ def evaluate(
             height_ratios.append((dy2 - dy1) / max(ty2 - ty1, 1e-6))
         readings = reader.read([crop_plate(image, d.box) for d in detections])
         read_for_truth = {t: readings[p].text for p, t in loose.items()}
-        # Our reader gets the labelled box with the margin every reader before 2026-12-06 got (the
-        # engine's crop then; the engine now trims a detector box, which frames the whole plate, while
-        # labelled boxes may hug the characters), so this column stays comparable; the teachers get the
-        # tight box, as their baselines were measured (../shared/teachers/README.md).
+        # Our reader gets the labelled box with the margin every earlier reader got (LABELLED_BOX_PADS),
+        # so this column stays comparable; the teachers get the tight box, as their baselines were
+        # measured (../shared/teachers/README.md).
         truth_crops = [crop_plate(image, box, 0.0, 0.0) for box in truth_boxes]
         truth_reads = reader.read([crop_plate(image, box, *LABELLED_BOX_PADS) for box in truth_boxes])
         for t, plate in enumerate(item.plates):

@@ -31,14 +31,14 @@ from edge.recognition.imageio import load_image  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
 from edge.recognition.types import BgrImage, Box, FloatArray, PlateReading  # noqa: E402
 from scripts.eval import ReadScore  # noqa: E402
-from scripts.trainlib.manifest import read_manifest  # noqa: E402
+from scripts.trainlib.manifest import LABELLED_BOX_PADS, read_manifest  # noqa: E402
 
 CropSpec = tuple[float, float, float]
 """(pad_x, pad_y, shift_y): the box moved down by shift_y of its height, then cut as ``crop_plate``
 cuts it with pad_x / pad_y (negative pads shrink it)."""
 
 DEFAULT = (const.OCR_CROP_PAD_X, const.OCR_CROP_PAD_Y, 0.0)
-EARLIER = (0.03, 0.06, 0.0)
+EARLIER = (*LABELLED_BOX_PADS, 0.0)
 """The engine's crop until 2026-12-06."""
 
 VARIANTS: dict[str, tuple[tuple[CropSpec, ...], str]] = {
@@ -110,7 +110,7 @@ def read_boxes(
 
 def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list[dict[str, Any]]:
     """Per photo: labelled boxes with their teacher labels and the shipped detector's boxes."""
-    from scripts.make_ocr_data import TEACHER_LABEL_PADS, LabelRule, tight_crop
+    from scripts.make_ocr_data import LabelRule, tight_crop
     from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher
 
     pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
@@ -123,7 +123,7 @@ def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list
         labels: list[str | None] = []
         rules: list[str] = []
         for plate, box in zip(item.plates, boxes, strict=True):
-            crops = [tight_crop(image, box), crop_plate(image, box, *TEACHER_LABEL_PADS)]
+            crops = [tight_crop(image, box), crop_plate(image, box, *LABELLED_BOX_PADS)]
             crops = [c for c in crops if c.size and min(c.shape[:2]) >= 2]
             x1, y1, x2, y2 = box
             if x2 - x1 < 8 or y2 - y1 < 4 or not crops:

@@ -37,7 +37,7 @@ from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
 from edge.recognition.geometry import box_iou  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
 from edge.recognition.types import PlateReading  # noqa: E402
-from scripts.trainlib.manifest import read_manifest  # noqa: E402
+from scripts.trainlib.manifest import LABELLED_BOX_PADS, read_manifest  # noqa: E402
 from scripts.trainlib.synth import synth_sample  # noqa: E402
 from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher, TeacherRead  # noqa: E402
 
@@ -47,9 +47,6 @@ OCR_W, OCR_H = 160, 48
 CROP_MARGIN = 0.15
 """Real crops are stored this much larger on every side than the labelled box, for jitter."""
 STORE_W, STORE_H = 224, 80
-TEACHER_LABEL_PADS = (0.03, 0.06)
-"""The padded crop the teachers read beside the tight box when labelling (the engine's crop until
-2026-12-06), fixed here so that the labels stay the same whatever crop the engine reads."""
 
 
 def make_synth(count: int, seed: int, out: Path) -> None:
@@ -184,8 +181,8 @@ class LabelRule:
 
 
 def runtime_crop(img: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The padded crop the teachers read beside the tight box (``TEACHER_LABEL_PADS``)."""
-    return crop_plate(img, box, *TEACHER_LABEL_PADS)
+    """The padded crop the teachers read beside the tight box (``LABELLED_BOX_PADS``)."""
+    return crop_plate(img, box, *LABELLED_BOX_PADS)
 
 
 def make_real(

@@ -31,6 +31,7 @@ from scripts.trainlib.augment import real_world  # noqa: E402
 from scripts.trainlib.manifest import ManifestImage, read_manifest  # noqa: E402
 from scripts.trainlib.nets import PlateDetectorNet, count_parameters  # noqa: E402
 from scripts.trainlib.onnx_init import load_onnx_convs  # noqa: E402
+from scripts.trainlib.runlog import log_to  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_detector")
@@ -258,12 +259,7 @@ def main() -> None:
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument("--onnx", type=Path, default=Path("models/plate_detector.onnx"))
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")],
-    )
+    log_to(args.out)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 

@@ -27,6 +27,7 @@ from scripts.make_ocr_data import CROP_MARGIN, OCR_H, OCR_W, STORE_H, STORE_W  #
 from scripts.trainlib.augment import real_world  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, attention_overlap, count_parameters  # noqa: E402
 from scripts.trainlib.onnx_init import calibrate_pass_through, load_folded_convs, read_onnx_weights  # noqa: E402
+from scripts.trainlib.runlog import log_to  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_ocr")
@@ -188,12 +189,7 @@ def main() -> None:
     parser.add_argument("--export-only", action="store_true")
     parser.add_argument("--onnx", type=Path, default=Path("models/plate_ocr.onnx"))
     args = parser.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(message)s",
-        handlers=[logging.StreamHandler(), logging.FileHandler(args.out / "train.log")],
-    )
+    log_to(args.out)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 

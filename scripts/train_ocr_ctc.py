@@ -38,6 +38,7 @@ from edge.recognition.formats import ALPHABET, PAD_INDEX  # noqa: E402
 from edge.recognition.ocr import ctc_to_slots  # noqa: E402
 from scripts.train_ocr import PlateTexts, center_crop, export_onnx, slot_texts  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
+from scripts.trainlib.runlog import log_to  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
 logger = logging.getLogger("train_ocr_ctc")
@@ -201,11 +202,9 @@ def main() -> None:
     parser.add_argument("--resume", action="store_true", help="go on from --out's last.pt")
     parser.add_argument("--onnx", type=Path, help="ctc: export the checkpoint best on the real val crops here")
     args = parser.parse_args()
-    handlers: list[logging.Handler] = [logging.StreamHandler()]
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(args.out / "train.log"))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", handlers=handlers, force=True)
+    if args.resume and args.out is None:
+        parser.error("--resume needs --out, the run folder holding last.pt")
+    log_to(args.out)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
 

@@ -8,6 +8,12 @@ from pathlib import Path
 
 from edge.recognition.types import Box
 
+LABELLED_BOX_PADS = (0.03, 0.06)
+"""The margin (x, y fractions of the box) of the crop our reader and the teachers get around a labelled
+box: the engine's crop until 2026-12-06. The engine now trims a detector box, which frames the whole
+plate, while labelled boxes may hug the characters; the teachers' labels (``make_ocr_data.py``) and the
+labelled-box column of ``eval.py`` keep this crop, so they stay as they were."""
+
 
 @dataclass(frozen=True, slots=True)
 class LabelledPlate:

@@ -104,3 +104,17 @@ def test_a_run_saves_its_checkpoints_resumes_and_exports_what_the_engine_reads(t
     assert "real train=3" in log  # strict and agree by default; the PP-OCR-alone crop is left out
     probabilities = OnnxPlateReader(onnx).probabilities([np.full((48, 160, 3), 128, np.uint8)])
     assert probabilities.shape == (1, SLOTS, len(ALPHABET))
+
+
+def test_resume_without_a_run_folder_is_refused_before_any_work(tmp_path: Path) -> None:
+    import sys
+
+    from scripts import train_ocr_ctc
+
+    missing = str(tmp_path / "none.npz")
+    argv = ["train_ocr_ctc.py", "--head", "ctc", "--synth", missing, "--real", missing]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", [*argv, "--resume"])
+        with pytest.raises(SystemExit) as refused:
+            train_ocr_ctc.main()
+    assert refused.value.code == 2
