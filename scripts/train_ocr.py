@@ -130,7 +130,7 @@ def load_onnx_weights(model: PlateOcrNet, path: Path, calibration: np.ndarray) -
     input through); ``calibration`` is a batch of training crops for the BatchNorm statistics."""
     graph, weights = read_onnx_weights(path)
     x = torch.from_numpy(calibration.astype(np.float32)[:, None] / 255.0)
-    load_folded_convs(model, graph, weights, x)
+    load_folded_convs(model, [n for n in graph.node if n.op_type == "Conv"], weights, x)
     with torch.no_grad():
         model.position.copy_(weights["position"])
         matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]

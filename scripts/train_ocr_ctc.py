@@ -4,6 +4,7 @@
         --steps 2000 --threads 2 --onnx models/plate_ocr.onnx       # `make train-ocr`
     python scripts/train_ocr_ctc.py --head slot --synth runs/ocr_data/synth12k.npz --real runs/ocr_data/real.npz
     python scripts/train_ocr_ctc.py ... --out runs/ocr_ctc --resume        # go on from runs/ocr_ctc/last.pt
+    python scripts/train_ocr_ctc.py ... --init-onnx models/plate_ocr.onnx --lr 1e-3   # fine-tune the shipped reader
 
 The slot reader (``PlateOcrNet``, ``scripts/train_ocr.py``) read a character twice in most of its val
 misreads; a CTC head over the feature columns aligns characters by sequence instead of by learnt position
@@ -16,7 +17,8 @@ the real val crops is exported (output ``ctc_probs``, N x 20 columns x classes, 
 minority of the synthetic set) are beyond it. ``--context N`` puts N residual dilated convolutions along
 the columns before the classes (0: the shipped architecture). With ``--out`` every evaluation saves
 ``last.pt`` (and ``best.pt`` when the real val crops read best so far) and ``--resume`` goes on from
-``last.pt`` on the same schedule, so long runs survive an interrupted session.
+``last.pt`` on the same schedule, so long runs survive an interrupted session. ``--init-onnx`` starts
+from an exported reader instead of from scratch (a new warm-up and cosine schedule over ``--steps``).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from edge.recognition.formats import ALPHABET, PAD_INDEX  # noqa: E402
 from edge.recognition.ocr import ctc_to_slots  # noqa: E402
 from scripts.train_ocr import PlateTexts, center_crop, export_onnx, slot_texts  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
+from scripts.trainlib.onnx_init import calibrate_pass_through, load_folded_convs, read_onnx_weights  # noqa: E402
 from scripts.trainlib.runlog import log_to  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
@@ -103,6 +106,24 @@ class _Probabilities(nn.Module):
 def export_ctc_onnx(model: PlateCtcNet, path: Path) -> None:
     export_onnx(_Probabilities(model), path, "ctc_probs")
     model.train()
+
+
+def load_onnx_reader(model: PlateCtcNet, path: Path, calibration: torch.Tensor) -> None:
+    """Start from an exported CTC reader: the convolutions the export folded with their BatchNorms
+    (backbone, row fold) as ``trainlib.onnx_init`` loads them, the parameters it kept by name (position
+    channels, column head) copied. Column context layers the file lacks start fresh."""
+    graph, weights = read_onnx_weights(path)
+    named = {name.removeprefix("net."): w for name, w in weights.items() if name.startswith("net.")}
+    own = model.state_dict()
+    if unknown := sorted(set(named) - set(own)):
+        raise ValueError(f"{path}: weights this network does not have: {unknown}")
+    folded = [n for n in graph.node if n.op_type == "Conv" and not n.input[1].startswith("net.")]
+    load_folded_convs(model, folded, weights, calibration)
+    with torch.no_grad():
+        for name, weight in named.items():
+            own[name].copy_(weight)  # state_dict tensors are the parameters themselves
+    calibrate_pass_through(model, calibration)
+    logger.info("initialised from %s", path)
 
 
 def ctc_decode(log_probs: torch.Tensor) -> list[str]:
@@ -201,9 +222,14 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="keep train.log, last.pt and best.pt here")
     parser.add_argument("--resume", action="store_true", help="go on from --out's last.pt")
     parser.add_argument("--onnx", type=Path, help="ctc: export the checkpoint best on the real val crops here")
+    parser.add_argument(
+        "--init-onnx", type=Path, help="ctc: start from the weights of an exported reader (ignored with --resume)"
+    )
     args = parser.parse_args()
     if args.resume and args.out is None:
         parser.error("--resume needs --out, the run folder holding last.pt")
+    if args.init_onnx is not None and args.head != "ctc":
+        parser.error("--init-onnx starts the CTC reader only")
     log_to(args.out)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -218,6 +244,12 @@ def main() -> None:
         optimizer.load_state_dict(state["optimizer"])
         step, best = state["step"], state["best"]
         logger.info("resumed at step %d (best real_val %.3f)", step, best)
+    elif args.init_onnx is not None:
+        assert isinstance(model, PlateCtcNet)
+        dataset.epoch = 0
+        calibration, _ = next(iter(DataLoader(dataset, batch_size=args.batch)))
+        load_onnx_reader(model, args.init_onnx, calibration)
+        logger.info("initial real_val=%.3f", exact_rate(model, args.head, *real_val))
     logger.info("head=%s context=%d params=%d", args.head, args.context, count_parameters(model))
     model.train()
     while step < args.steps:

@@ -73,17 +73,16 @@ def _batchnorm_after(model: nn.Module) -> dict[nn.Conv2d, nn.BatchNorm2d]:
 
 
 def load_folded_convs(
-    model: nn.Module, graph: Any, weights: dict[str, torch.Tensor], calibration: torch.Tensor
+    model: nn.Module, nodes: list[Any], weights: dict[str, torch.Tensor], calibration: torch.Tensor
 ) -> None:
-    """Copy the ONNX Conv weights into ``model``'s Conv2d layers, matched in call order, and set the
-    BatchNorm after each convolution to pass through (see the module docstring).
+    """Copy the weights of the ONNX Conv ``nodes`` into ``model``'s Conv2d layers, matched in call order,
+    and set the BatchNorm after each convolution to pass through (see the module docstring).
 
     ``calibration`` is a batch of training inputs: it fixes the call order and the BatchNorm statistics.
     Convolutions without a BatchNorm after them (heads) get their own bias. Other parameters (linear
     layers, learnt embeddings) are the caller's to copy.
     """
     convs = _convs_in_call_order(model, calibration)
-    nodes = [n for n in graph.node if n.op_type == "Conv"]
     if len(convs) != len(nodes):
         raise ValueError(f"the ONNX graph has {len(nodes)} convolutions, the network {len(convs)}")
     norms = _batchnorm_after(model)
@@ -137,6 +136,6 @@ def calibrate_pass_through(model: nn.Module, calibration: torch.Tensor) -> None:
 def load_onnx_convs(model: nn.Module, path: Path, calibration: torch.Tensor) -> None:
     """Warm-start a network made of convolutions (and BatchNorms) only, such as the plate detector."""
     graph, weights = read_onnx_weights(path)
-    load_folded_convs(model, graph, weights, calibration)
+    load_folded_convs(model, [n for n in graph.node if n.op_type == "Conv"], weights, calibration)
     calibrate_pass_through(model, calibration)
     logger.info("initialised from %s", path)

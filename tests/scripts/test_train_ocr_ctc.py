@@ -118,3 +118,45 @@ def test_resume_without_a_run_folder_is_refused_before_any_work(tmp_path: Path) 
         with pytest.raises(SystemExit) as refused:
             train_ocr_ctc.main()
     assert refused.value.code == 2
+
+
+def test_a_reader_started_from_its_export_reads_as_the_export_does(tmp_path: Path) -> None:
+    import numpy as np
+    import onnxruntime
+    import torch
+
+    from scripts.train_ocr_ctc import PlateCtcNet, export_ctc_onnx, load_onnx_reader
+
+    torch.manual_seed(0)
+    trained = PlateCtcNet()
+    with torch.no_grad():  # away from the fresh initialisation, so a load that skips a layer shows
+        for parameter in trained.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    for module in trained.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            assert module.running_mean is not None
+            module.running_mean.uniform_(-0.2, 0.2)
+    path = tmp_path / "reader.onnx"
+    export_ctc_onnx(trained, path)
+    calibration = torch.rand(8, 1, 48, 160)
+    started = PlateCtcNet()
+    load_onnx_reader(started, path, calibration)
+    started.eval()
+    batch = np.random.default_rng(1).random((3, 1, 48, 160), np.float32)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    exported = session.run(["ctc_probs"], {"image": batch})[0]
+    with torch.no_grad():
+        ours = started(torch.from_numpy(batch)).exp().numpy()
+    assert ours.shape == exported.shape
+    assert np.abs(ours - exported).max() < 1e-4
+
+
+def test_a_wider_file_than_the_network_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from scripts.train_ocr_ctc import PlateCtcNet, export_ctc_onnx, load_onnx_reader
+
+    path = tmp_path / "reader.onnx"
+    export_ctc_onnx(PlateCtcNet(context=1), path)
+    with pytest.raises(ValueError):
+        load_onnx_reader(PlateCtcNet(), path, torch.rand(4, 1, 48, 160))
