@@ -1,6 +1,7 @@
 """Build the OCR training data: synthetic plates and teacher-labelled real crops.
 
     python scripts/make_ocr_data.py synth --count 40000 --out runs/ocr_data/synth.npz
+    python scripts/make_ocr_data.py synth --rows --count 8000 --out runs/ocr_data/rows.npz  # two-row plates, by row
     python scripts/make_ocr_data.py real --manifest ../shared/datasets/detect/manifest.jsonl \
         --teacher-cct ../shared/teachers/cct_xs_v1_global.onnx --out runs/ocr_data/real.npz
 
@@ -38,7 +39,7 @@ from edge.recognition.geometry import box_iou  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
 from edge.recognition.types import PlateReading  # noqa: E402
 from scripts.trainlib.manifest import LABELLED_BOX_PADS, read_manifest  # noqa: E402
-from scripts.trainlib.synth import synth_sample  # noqa: E402
+from scripts.trainlib.synth import synth_row_samples, synth_sample  # noqa: E402
 from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher, TeacherRead  # noqa: E402
 
 logger = logging.getLogger("make_ocr_data")
@@ -49,17 +50,19 @@ CROP_MARGIN = 0.15
 STORE_W, STORE_H = 224, 80
 
 
-def make_synth(count: int, seed: int, out: Path) -> None:
+def make_synth(count: int, seed: int, out: Path, rows: bool = False) -> None:
+    """``count`` synthetic plates, or with ``rows`` the rows of ``count`` / 2 two-row plates."""
     rng = np.random.default_rng(seed)
     images = np.zeros((count, OCR_H, OCR_W), np.uint8)
-    labels = []
+    labels: list[str] = []
     t0 = time.time()
-    for i in range(count):
-        img, label = synth_sample(rng, OCR_W, OCR_H)
-        images[i] = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-        labels.append(label)
-        if (i + 1) % 5000 == 0:
-            logger.info("%d/%d synthetic plates, %.0fs", i + 1, count, time.time() - t0)
+    while len(labels) < count:
+        samples = synth_row_samples(rng, OCR_W, OCR_H) if rows else [synth_sample(rng, OCR_W, OCR_H)]
+        for img, label in samples[: count - len(labels)]:
+            images[len(labels)] = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            labels.append(label)
+            if len(labels) % 5000 == 0:
+                logger.info("%d/%d synthetic samples, %.0fs", len(labels), count, time.time() - t0)
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out, images=images, labels=np.array(labels))
     logger.info("wrote %s", out)
@@ -326,6 +329,7 @@ def main() -> None:
     synth.add_argument("--count", type=int, default=40000)
     synth.add_argument("--seed", type=int, default=0)
     synth.add_argument("--out", type=Path, default=Path("runs/ocr_data/synth.npz"))
+    synth.add_argument("--rows", action="store_true", help="the rows of two-row plates, cut as the engine cuts them")
     real = sub.add_parser("real")
     real.add_argument("--manifest", type=Path, required=True)
     real.add_argument("--teacher-cct", type=Path, required=True)
@@ -347,7 +351,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.command == "synth":
-        make_synth(args.count, args.seed, args.out)
+        make_synth(args.count, args.seed, args.out, args.rows)
     else:
         rule = LabelRule(
             args.min_ppocr,

@@ -25,5 +25,12 @@ The detector frames the whole plate, as its training labels do; taking 5% off it
 less of the frame's small print in view, and the CTC readers read more plates end to end that way on
 val than with the earlier (0.03, 0.06) (models/README.md)."""
 
+TWO_ROW_MAX_ASPECT = 1.75
+"""A crop at most this wide for its height may be a two-row plate (motorcycle, Mercosur, square EU
+plates: about 1.1-1.6 as cropped) and is also read row by row; the reading the reader is surer of is
+kept, so a squarish single-row crop (a plate seen from the side) keeps its whole reading."""
+TWO_ROW_OVERLAP = 0.06
+"""Each row's crop reaches this fraction of the crop's height past the middle (rows are rarely level)."""
+
 MAX_IMAGE_PIXELS = 40_000_000
 """Images above this are refused rather than decoded (a 40 MP frame is already 120 MB of pixels)."""

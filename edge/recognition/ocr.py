@@ -55,10 +55,53 @@ class OnnxPlateReader:
         return probs
 
     def read(self, crops: Sequence[BgrImage]) -> list[PlateReading]:
-        return [
-            decode_plate(p, num_candidates=self.num_candidates, region_hint=self.region_hint)
-            for p in self.probabilities(crops)
-        ]
+        """Each crop's reading; a squarish crop is also read as two rows (:func:`split_rows`) and the
+        reading with the higher confidence is kept."""
+        readings = [self.decode(p) for p in self.probabilities(crops)]
+        squarish = [i for i, crop in enumerate(crops) if crop.shape[1] <= const.TWO_ROW_MAX_ASPECT * crop.shape[0]]
+        if not squarish:
+            return readings
+        rows = self.probabilities([row for i in squarish for row in split_rows(crops[i])])
+        for k, i in enumerate(squarish):
+            joined = join_rows(rows[2 * k], rows[2 * k + 1])
+            if joined is None:
+                continue
+            two_rows = self.decode(joined)
+            if two_rows.text and two_rows.confidence > readings[i].confidence:
+                readings[i] = two_rows
+        return readings
+
+    def decode(self, probabilities: FloatArray) -> PlateReading:
+        """One plate's slot probabilities (:meth:`probabilities`) as a reading, with this reader's settings."""
+        return decode_plate(probabilities, num_candidates=self.num_candidates, region_hint=self.region_hint)
+
+
+def split_rows(crop: BgrImage, overlap: float = const.TWO_ROW_OVERLAP) -> tuple[BgrImage, BgrImage]:
+    """A crop's top and bottom halves, each reaching ``overlap`` of its height past the middle.
+
+    The middle, not the quietest line of the crop: measured on synthetic two-row plates
+    (``scripts/eval_two_rows.py``), a cut at the row of least ink split more plates right, because
+    frames, bolts and stickers leave their own quiet lines.
+    """
+    h = crop.shape[0]
+    middle, reach = h // 2, max(1, round(h * overlap))
+    return crop[: min(h, middle + reach)], crop[max(0, middle - reach) :]
+
+
+def join_rows(top: FloatArray, bottom: FloatArray) -> FloatArray | None:
+    """Slot probabilities of a two-row plate: the top row's characters, then the bottom row's, then pads.
+
+    None where a row reads as empty or both together overflow the slots (not a two-row plate).
+    """
+    top_chars = int((top.argmax(axis=1) != PAD_INDEX).sum())
+    bottom_chars = int((bottom.argmax(axis=1) != PAD_INDEX).sum())
+    if top_chars == 0 or bottom_chars == 0 or top_chars + bottom_chars > SLOTS:
+        return None
+    joined = np.zeros_like(top)
+    joined[:, PAD_INDEX] = 1.0
+    joined[:top_chars] = top[:top_chars]
+    joined[top_chars : top_chars + bottom_chars] = bottom[:bottom_chars]
+    return joined
 
 
 def ctc_to_slots(columns: FloatArray) -> FloatArray:

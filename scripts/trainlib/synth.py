@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from edge.recognition.ocr import split_rows
 from scripts.trainlib.augment import Image as NpImage
 from scripts.trainlib.augment import real_world
 
@@ -432,14 +433,28 @@ def _render_california(rng: np.random.Generator, pattern: str) -> tuple[Image.Im
     return plate, printed, placed
 
 
-def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple[int, int, int, int]]:
-    """One clean plate image (RGB), its label, its layout name and the box around its characters."""
-    weights = np.array([layout.weight for layout in LAYOUTS])
-    layout = LAYOUTS[int(rng.choice(len(LAYOUTS), p=weights / weights.sum()))]
+def render_plate(
+    rng: np.random.Generator, layouts: tuple[Layout, ...] = LAYOUTS
+) -> tuple[Image.Image, str, str, tuple[int, int, int, int]]:
+    """One clean plate image (RGB), its label, its layout name and the box around its characters; the
+    layout is drawn from ``layouts`` by weight."""
+    plate, printed, name, text_box = render_printed_plate(rng, layouts)
+    return plate, label_of(printed), name, text_box
+
+
+TWO_ROW_LAYOUTS = tuple(layout for layout in LAYOUTS if layout.two_rows)
+
+
+def render_printed_plate(
+    rng: np.random.Generator, layouts: tuple[Layout, ...] = LAYOUTS
+) -> tuple[Image.Image, str, str, tuple[int, int, int, int]]:
+    """:func:`render_plate` with the text as printed (gaps kept, rows split by "/") instead of the label."""
+    weights = np.array([layout.weight for layout in layouts])
+    layout = layouts[int(rng.choice(len(layouts), p=weights / weights.sum()))]
     pattern = layout.patterns[int(rng.integers(len(layout.patterns)))]
     if layout.name == "us-ca":
         ca_plate, ca_printed, ca_box = _render_california(rng, pattern)
-        return ca_plate, label_of(ca_printed), layout.name, ca_box
+        return ca_plate, ca_printed, layout.name, ca_box
     printed = _random_text(rng) if pattern == "*" else _fill(pattern, rng)
     height = 160
     width = int(height * layout.aspect * rng.uniform(0.9, 1.1))
@@ -497,7 +512,7 @@ def render_plate(rng: np.random.Generator) -> tuple[Image.Image, str, str, tuple
         max(b[2] for b in placed),
         max(b[3] for b in placed),
     )
-    return plate, label_of(printed), layout.name, text_box
+    return plate, printed, layout.name, text_box
 
 
 def _colors(layout: str, rng: np.random.Generator) -> tuple[tuple[int, int, int], tuple[int, int, int]]:
@@ -595,12 +610,13 @@ def _camera(img: NpImage, rng: np.random.Generator) -> NpImage:
 def place_in_scene(
     plate: Image.Image,
     rng: np.random.Generator,
-    out_w: int,
-    out_h: int,
+    out_w: int | None,
+    out_h: int | None,
     text_box: tuple[int, int, int, int] | None = None,
     text_crop: float = 0.0,
 ) -> NpImage:
-    """Warp the plate onto a background and crop it the way a detector box would (BGR, out_h x out_w).
+    """Warp the plate onto a background and crop it the way a detector box would (BGR, out_h x out_w;
+    with no ``out_w``, at the size the camera saw it, as the engine's crops are before the reader).
 
     With probability ``text_crop`` the crop is cut around the characters (``text_box``) instead of
     the whole plate, as a box that hugs the text would be."""
@@ -650,12 +666,27 @@ def place_in_scene(
     scale = target_w / max(crop.shape[1], 1)
     small = cv2.resize(crop, (max(8, target_w), max(4, int(crop.shape[0] * scale))), interpolation=cv2.INTER_AREA)
     small = real_world(_camera(small, rng), rng, strength=0.6)
+    if out_w is None or out_h is None:
+        return small
     return cv2.resize(small, (out_w, out_h), interpolation=cv2.INTER_LINEAR)
 
 
 def synth_sample(rng: np.random.Generator, out_w: int, out_h: int, text_crop: float = 0.2) -> tuple[NpImage, str]:
     plate, label, _, text_box = render_plate(rng)
     return place_in_scene(plate, rng, out_w, out_h, text_box, text_crop), label
+
+
+def synth_row_samples(rng: np.random.Generator, out_w: int, out_h: int) -> list[tuple[NpImage, str]]:
+    """A two-row plate seen as a detector box frames it, cut into its rows the way the engine cuts a
+    squarish crop (``edge.recognition.ocr.split_rows``): each row's image (out_h x out_w) and label."""
+    plate, printed, _, text_box = render_printed_plate(rng, TWO_ROW_LAYOUTS)
+    crop = place_in_scene(plate, rng, None, None, text_box, 0.0)
+    rows = split_rows(crop)
+    labels = [label_of(row) for row in printed.split("/")]
+    return [
+        (cv2.resize(row, (out_w, out_h), interpolation=cv2.INTER_LINEAR), label)
+        for row, label in zip(rows, labels, strict=True)
+    ]
 
 
 def available_fonts() -> list[Path]:

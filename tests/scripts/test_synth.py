@@ -68,3 +68,27 @@ def test_california_plates_follow_the_state_sequences() -> None:
     assert all(len(label) in (6, 7) and label.isalnum() and label[0] != "0" for label in labels)
     seven = [label for label in labels if len(label) == 7]
     assert sum(label[0].isdigit() and label[1:4].isalpha() and label[4:].isdigit() for label in seven) > len(seven) / 2
+
+
+def test_two_row_plates_give_one_sample_per_row_labelled_with_that_row() -> None:
+    from scripts.trainlib.synth import TWO_ROW_LAYOUTS, render_printed_plate, synth_row_samples
+
+    rng = np.random.default_rng(3)
+    for _ in range(5):
+        state = rng.bit_generator.state
+        _, printed, layout, _ = render_printed_plate(rng, TWO_ROW_LAYOUTS)
+        assert layout == "two-row" and printed.count("/") == 1
+        rng.bit_generator.state = state  # the same plate again, cut into its rows
+        samples = synth_row_samples(rng, 160, 48)
+        assert [label for _, label in samples] == [label_of(row) for row in printed.split("/")]
+        assert all(image.shape == (48, 160, 3) for image, _ in samples)
+
+
+def test_a_plate_label_is_its_printed_text_without_gaps_or_row_breaks() -> None:
+    from scripts.trainlib.synth import render_printed_plate
+
+    first, second = np.random.default_rng(11), np.random.default_rng(11)
+    for _ in range(20):
+        _, label, layout, _ = render_plate(first)
+        _, printed, same_layout, _ = render_printed_plate(second)
+        assert (label, layout) == (label_of(printed), same_layout)

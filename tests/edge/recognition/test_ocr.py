@@ -1,11 +1,16 @@
-"""The reader's CTC adapter: a CTC model's columns become the slot matrix the format-aware decoding reads."""
+"""The reader's CTC adapter (a CTC model's columns become the slot matrix the format-aware decoding reads)
+and its reading of two-row plates row by row."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
+from edge.recognition import const
 from edge.recognition.formats import ALPHABET, PAD_INDEX, SLOTS, decode_plate
-from edge.recognition.ocr import ctc_to_slots
+from edge.recognition.ocr import OnnxPlateReader, ctc_to_slots, join_rows, split_rows
+from edge.recognition.types import BgrImage
 
 
 def columns_for(path: str, sure: float = 0.9) -> np.ndarray:
@@ -40,3 +45,61 @@ def test_only_blanks_read_as_no_plate_and_long_paths_are_cut_to_the_slots() -> N
     assert decode_plate(ctc_to_slots(columns_for("_" * 20))).text == ""
     twelve = ctc_to_slots(columns_for("A_B_C_D_E_F_G_H_J_K_L_M_"))
     assert "".join(ALPHABET[k] for k in twelve.argmax(axis=1)) == "ABCDEFGHJK"
+
+
+def slots_for(text: str, sure: float = 0.9) -> np.ndarray:
+    """Slot probabilities reading ``text``, then certain pads."""
+    return ctc_to_slots(columns_for(text + "_" * (20 - len(text)), sure))
+
+
+def test_the_rows_of_a_crop_meet_past_its_middle() -> None:
+    crop = np.arange(100, dtype=np.uint8)[:, None, None].repeat(3, axis=1).repeat(3, axis=2)
+    top, bottom = split_rows(crop, overlap=0.06)
+    assert top.shape == (56, 3, 3) and bottom.shape == (56, 3, 3)
+    assert top[0, 0, 0] == 0 and top[-1, 0, 0] == 55
+    assert bottom[0, 0, 0] == 44 and bottom[-1, 0, 0] == 99
+    tiny_top, tiny_bottom = split_rows(crop[:3])
+    assert len(tiny_top) >= 1 and len(tiny_bottom) >= 1
+
+
+def test_two_rows_join_top_then_bottom_and_the_joined_plate_decodes() -> None:
+    joined = join_rows(slots_for("ABC"), slots_for("1234"))
+    assert joined is not None
+    assert "".join(ALPHABET[k] for k in joined.argmax(axis=1)).replace("_", "") == "ABC1234"
+    assert np.all(joined[7:, PAD_INDEX] == 1.0)
+    assert decode_plate(joined).text == "ABC1234"
+
+
+def test_an_empty_row_or_too_many_characters_is_not_a_two_row_plate() -> None:
+    assert join_rows(slots_for(""), slots_for("1234")) is None
+    assert join_rows(slots_for("ABC"), slots_for("")) is None
+    assert join_rows(slots_for("ABCDEF"), slots_for("12345")) is None
+
+
+class ScriptedReader(OnnxPlateReader):
+    """The shipped reader's decoding with the model's output scripted by crop height (the test's own
+    crops: a whole crop, its top row and its bottom row have different heights)."""
+
+    def __init__(self, by_height: dict[int, np.ndarray]) -> None:
+        super().__init__()
+        self.by_height = by_height
+        self.heights: list[int] = []
+
+    def probabilities(self, crops: Sequence[BgrImage]) -> np.ndarray:
+        self.heights += [c.shape[0] for c in crops]
+        return np.stack([self.by_height[c.shape[0]] for c in crops]) if crops else np.zeros((0, SLOTS, len(ALPHABET)))
+
+
+def test_a_squarish_crop_keeps_the_two_row_reading_when_the_reader_is_surer_of_it() -> None:
+    square = np.zeros((100, 120, 3), np.uint8)  # rows: 56 pixels high each
+    reader = ScriptedReader({100: slots_for("HH1", 0.5), 56: slots_for("AB", 0.99)})
+    assert reader.read([square])[0].text == "ABAB"
+    unsure_rows = ScriptedReader({100: slots_for("XY12", 0.9), 56: slots_for("AB", 0.6)})
+    assert unsure_rows.read([square])[0].text == "XY12"
+
+
+def test_a_wide_crop_is_read_whole_only() -> None:
+    wide = np.zeros((100, int(100 * const.TWO_ROW_MAX_ASPECT) + 1, 3), np.uint8)
+    reader = ScriptedReader({100: slots_for("7ABC123", 0.8), 56: slots_for("AB", 0.99)})
+    assert reader.read([wide])[0].text == "7ABC123"
+    assert reader.heights == [100]
