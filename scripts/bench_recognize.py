@@ -33,6 +33,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from edge.recognition import const  # noqa: E402
 from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
 from edge.recognition.types import BgrImage, DetectorBackend  # noqa: E402
@@ -74,12 +75,21 @@ def _time_reader(reader: OnnxPlateReader, crops: list[BgrImage], batch: int, rep
 
 
 def bench_detector(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
+    """Per backend and thread count; for onnxruntime on one thread also without the close-plate pass, and
+    how many frames have a plate close enough to need it (the photos here are mostly close-ups)."""
     results: dict[str, Any] = {}
     backends: tuple[DetectorBackend, ...] = ("onnxruntime", "opencv")
     for backend in backends:
         for threads in (1, os.cpu_count() or 1):
             detector = OnnxPlateDetector(backend=backend, threads=threads)
             results[f"{backend}/threads={threads}"] = _time_detector(detector, frames, repeat)
+    single = OnnxPlateDetector(threads=1, close_long_side=None)
+    results["onnxruntime/threads=1, single pass"] = _time_detector(single, frames, repeat)
+    scale = const.DETECTOR_LONG_SIDE / max(FRAME_W, FRAME_H)
+    results["frames with a close plate"] = sum(
+        any((d.box[2] - d.box[0]) * scale >= const.DETECTOR_CLOSE_PLATE_WIDTH for d in single.detect(f))
+        for f in frames
+    )
     return results
 
 

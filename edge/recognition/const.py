@@ -13,6 +13,11 @@ DETECTOR_STRIDE = 4
 DETECTOR_LONG_SIDE = 512
 """Frames are letterboxed so their longer side is this many pixels (a multiple of 32)."""
 DETECTOR_SCORE_THRESHOLD = 0.3
+DETECTOR_CLOSE_PLATE_WIDTH = 150
+"""A plate found this many canvas pixels wide or wider is measured again by a pass at
+``DETECTOR_CLOSE_LONG_SIDE``: the network sees about 100 pixels around a centre, so it underestimates
+the width of plates larger than that (a close car), and the crop loses end characters."""
+DETECTOR_CLOSE_LONG_SIDE = 320
 DETECTOR_NMS_IOU = 0.5
 DETECTOR_MAX_PLATES = 50
 

@@ -9,11 +9,13 @@ import cv2
 import numpy as np
 
 from edge.recognition import const
-from edge.recognition.geometry import Letterbox, decode_centers, letterbox, nms
+from edge.recognition.geometry import Letterbox, box_iou, decode_centers, letterbox, nms
 from edge.recognition.onnx_runtime import ModelLoadError, create_session
 from edge.recognition.types import BgrImage, DetectorBackend, FloatArray, PlateDetection
 
 OUTPUT_NAMES = ["heatmap", "size", "offset"]
+CLOSE_MATCH_IOU = 0.3
+"""A coarse-pass box re-measures a close plate when it overlaps the fine pass's box at least this much."""
 
 
 class PlateDetector(Protocol):
@@ -63,23 +65,47 @@ class OnnxPlateDetector:
         long_side: int = const.DETECTOR_LONG_SIDE,
         score_threshold: float = const.DETECTOR_SCORE_THRESHOLD,
         nms_iou: float = const.DETECTOR_NMS_IOU,
+        close_long_side: int | None = const.DETECTOR_CLOSE_LONG_SIDE,
+        close_plate_width: float = const.DETECTOR_CLOSE_PLATE_WIDTH,
     ) -> None:
-        if long_side % 32:
-            raise ValueError(f"long_side must be a multiple of 32, got {long_side}")
+        for side in (long_side, close_long_side):
+            if side is not None and side % 32:
+                raise ValueError(f"long sides must be multiples of 32, got {side}")
         self.backend: _Backend = (
             _OrtBackend(model_path, threads) if backend == "onnxruntime" else _OpenCvBackend(model_path, threads)
         )
         self.long_side = long_side
         self.score_threshold = score_threshold
         self.nms_iou = nms_iou
+        self.close_long_side = close_long_side
+        """None: one pass only."""
+        self.close_plate_width = close_plate_width
 
     def detect(self, image: BgrImage) -> list[PlateDetection]:
-        canvas, placement = letterbox(image, self.long_side)
+        """Plates in ``image``; boxes of close plates re-measured by a coarser pass (``close_long_side``)."""
+        found, scale = self._detect_at(image, self.long_side)
+        close = {i for i, d in enumerate(found) if (d.box[2] - d.box[0]) * scale >= self.close_plate_width}
+        if not close or self.close_long_side is None or self.close_long_side >= self.long_side:
+            return found
+        coarse, _ = self._detect_at(image, self.close_long_side)
+        return [_remeasured(d, coarse) if i in close else d for i, d in enumerate(found)]
+
+    def _detect_at(self, image: BgrImage, long_side: int) -> tuple[list[PlateDetection], float]:
+        """The plates found with the frame letterboxed to ``long_side``, in frame pixels, and that scale."""
+        canvas, placement = letterbox(image, long_side)
         heat, size, offset = self.backend.run(to_blob(canvas))
         found = decode_centers(
             heat[0, 0], size[0], offset[0], const.DETECTOR_STRIDE, self.score_threshold, const.DETECTOR_MAX_PLATES
         )
-        return _to_source(nms(found, self.nms_iou), placement, image.shape[1], image.shape[0])
+        return _to_source(nms(found, self.nms_iou), placement, image.shape[1], image.shape[0]), placement.scale
+
+
+def _remeasured(detection: PlateDetection, coarse: list[PlateDetection]) -> PlateDetection:
+    """``detection`` with the box of the coarse pass's detection that overlaps it most (IoU >= 0.3), if any;
+    the score stays the fine pass's."""
+    overlaps = [(box_iou(c.box, detection.box), c.box) for c in coarse]
+    best_iou, best_box = max(overlaps, default=(0.0, detection.box))
+    return PlateDetection(box=best_box, score=detection.score) if best_iou >= CLOSE_MATCH_IOU else detection
 
 
 def to_blob(canvas: BgrImage) -> FloatArray:
