@@ -80,7 +80,7 @@ def split_rows(crop: BgrImage, overlap: float = const.TWO_ROW_OVERLAP) -> tuple[
     """A crop's top and bottom halves, each reaching ``overlap`` of its height past the middle.
 
     The middle, not the quietest line of the crop: on 300 synthetic two-row plates (the plates of
-    ``scripts/eval_two_rows.py``, 2026-12-06) the first CTC reader read 0.38 of them from halves cut at the
+    ``scripts/eval_two_rows.py``, 2026-12-06) reader 9584bbc7 read 0.38 of them from halves cut at the
     middle and 0.25 from halves cut at the line of least horizontal contrast between 30% and 70% of the
     height (frames, bolts and state names have quiet lines of their own).
     """
