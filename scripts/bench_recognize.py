@@ -87,8 +87,7 @@ def bench_detector(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
     results["onnxruntime/threads=1, single pass"] = _time_detector(single, frames, repeat)
     scale = const.DETECTOR_LONG_SIDE / max(FRAME_W, FRAME_H)
     results["frames with a close plate"] = sum(
-        any((d.box[2] - d.box[0]) * scale >= const.DETECTOR_CLOSE_PLATE_WIDTH for d in single.detect(f))
-        for f in frames
+        any((d.box[2] - d.box[0]) * scale >= const.DETECTOR_CLOSE_PLATE_WIDTH for d in single.detect(f)) for f in frames
     )
     return results
 
