@@ -13,9 +13,11 @@ and, trained from scratch for the same steps on the same data, reads far more va
 with the same seed), the schedule and the val crops; the exact-read rate on synthetic val plates and on
 the real val crops is logged every ``--eval-every`` steps, and with ``--onnx`` the CTC checkpoint best on
 the real val crops is exported (output ``ctc_probs``, N x 20 columns x classes, which
-``edge.recognition.ocr`` reads). The CTC head reads the columns left to right, so two-row plates (a
-minority of the synthetic set) are beyond it. ``--context N`` puts N residual dilated convolutions along
-the columns before the classes (0: the shipped architecture). With ``--out`` every evaluation saves
+``edge.recognition.ocr`` reads). The CTC head reads the columns left to right, so a whole two-row plate
+(a minority of the synthetic set) is beyond it; the engine reads such a plate row by row
+(``edge.recognition.ocr.split_rows``), and ``make_ocr_data.py synth --rows`` makes training rows cut
+that way. ``--context N`` puts N residual dilated convolutions along the columns before the classes (0:
+the shipped architecture). With ``--out`` every evaluation saves
 ``last.pt`` (and ``best.pt`` when the real val crops read best so far) and ``--resume`` goes on from
 ``last.pt`` on the same schedule, so long runs survive an interrupted session. ``--init-onnx`` starts
 from an exported reader instead of from scratch (a new warm-up and cosine schedule over ``--steps``).
