@@ -57,11 +57,11 @@ class OnnxPlateReader:
     def read(self, crops: Sequence[BgrImage]) -> list[PlateReading]:
         """Each crop's reading; a squarish crop is also read as two rows (:func:`split_rows`) and the
         reading with the higher confidence is kept."""
-        readings = [self.decode(p) for p in self.probabilities(crops)]
         squarish = [i for i, crop in enumerate(crops) if crop.shape[1] <= const.TWO_ROW_MAX_ASPECT * crop.shape[0]]
-        if not squarish:
-            return readings
-        rows = self.probabilities([row for i in squarish for row in split_rows(crops[i])])
+        # One batch for the whole crops and the rows: one model call per frame, as without rows.
+        probabilities = self.probabilities([*crops, *(row for i in squarish for row in split_rows(crops[i]))])
+        readings = [self.decode(p) for p in probabilities[: len(crops)]]
+        rows = probabilities[len(crops) :]
         for k, i in enumerate(squarish):
             joined = join_rows(rows[2 * k], rows[2 * k + 1])
             if joined is None:
