@@ -101,8 +101,11 @@ def read_boxes(
     reader: OnnxPlateReader, image: BgrImage, boxes: list[Box], specs: tuple[CropSpec, ...], combine: str
 ) -> list[PlateReading]:
     """Every crop of every box in one batch; per box the crops' slot probabilities are averaged
-    ("mean") or their log-probabilities ("logmean", a geometric mean) before decoding."""
+    ("mean") or their log-probabilities ("logmean", a geometric mean) before decoding, or a single crop
+    is read as the engine reads it ("engine": squarish crops also row by row)."""
     crops = [crop_variant(image, box, spec) for box in boxes for spec in specs]
+    if combine == "engine":
+        return reader.read(crops)
     probs = reader.probabilities(crops).reshape(len(boxes), len(specs), SLOTS, len(ALPHABET))
     if combine == "logmean":
         combined: FloatArray = np.exp(np.log(np.fmax(probs, 1e-12)).mean(axis=1))

@@ -47,3 +47,13 @@ def test_read_boxes_decodes_the_combined_probabilities_of_its_crops(combine: str
     # One crop with the default padding reads exactly as the engine does.
     (single,) = read_boxes(reader, image, [box], (DEFAULT,), "mean")
     assert single == reader.read([crop_plate(image, box)])[0]
+
+
+def test_the_engine_variant_reads_a_squarish_crop_as_the_engine_does_rows_included() -> None:
+    image = load_image(PLATES / "cc0-car-2.jpg")
+    label = json.loads((PLATES / "labels.json").read_text())["cc0-car-2.jpg"]
+    x1, y1, x2, y2 = label["boxes"][0]
+    square = (x1, y1, x1 + (y2 - y1) * 1.2, y2)  # a box squarish enough to be read as two rows as well
+    reader = OnnxPlateReader()
+    (engine,) = read_boxes(reader, image, [square], (DEFAULT,), "engine")
+    assert engine == reader.read([crop_variant(image, square, DEFAULT)])[0]
