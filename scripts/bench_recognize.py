@@ -33,7 +33,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.recognition import const  # noqa: E402
 from edge.recognition.detector import OnnxPlateDetector  # noqa: E402
 from edge.recognition.ocr import OnnxPlateReader, crop_plate  # noqa: E402
 from edge.recognition.types import BgrImage, DetectorBackend  # noqa: E402
@@ -85,9 +84,8 @@ def bench_detector(frames: list[BgrImage], repeat: int) -> dict[str, Any]:
             results[f"{backend}/threads={threads}"] = _time_detector(detector, frames, repeat)
     single = OnnxPlateDetector(threads=1, close_long_side=None)
     results["onnxruntime/threads=1, single pass"] = _time_detector(single, frames, repeat)
-    scale = const.DETECTOR_LONG_SIDE / max(FRAME_W, FRAME_H)
     results["frames with a close plate"] = sum(
-        any((d.box[2] - d.box[0]) * scale >= const.DETECTOR_CLOSE_PLATE_WIDTH for d in single.detect(f)) for f in frames
+        any(single.is_close(d.box, FRAME_W, FRAME_H) for d in single.detect(f)) for f in frames
     )
     return results
 

@@ -4,9 +4,9 @@
 
 The val split of ``detect/manifest.jsonl`` has almost no plate texts of its own, so each labelled box
 is labelled here as ``make_ocr_data.py real`` labels it (rules "given", "strict" and "agree": both
-teachers read the same text on the tight box or on the engine's default padded crop); the labels are
-cached under ``--cache`` (with the boxes of the detector that built the cache, unused now: each run
-detects afresh as the engine does, or with ``--single-pass`` as it did before its close-plate pass).
+teachers read the same text on the tight box or on the padded crop of ``LABELLED_BOX_PADS``); the
+labels are cached under ``--cache`` (caches of earlier versions also hold detector boxes, not used: each
+run detects afresh as the engine does, or with ``--single-pass`` as it did before its close-plate pass).
 For every variant (one or more crops per box, probabilities combined before the format-aware decoding)
 it prints the end-to-end exact rate and character accuracy (a labelled plate counts only if a detection
 matched to it at IoU >= 0.3 reads it exactly, as in ``scripts/eval.py``) and the same on the labelled
@@ -115,13 +115,12 @@ def read_boxes(
 
 
 def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list[dict[str, Any]]:
-    """Per photo: labelled boxes with their teacher labels and the shipped detector's boxes."""
-    from scripts.make_ocr_data import LabelRule, tight_crop
+    """Per photo: labelled boxes with their teacher labels."""
+    from scripts.make_ocr_data import LabelRule, teacher_crops
     from scripts.trainlib.teachers import CctTeacher, PpOcrTeacher
 
     pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
     rule = LabelRule(0.85, 0.5, 0.75, 0.3, 2.0, 0.9)  # make_ocr_data.py real's defaults, no "ppocr" rule
-    detector = OnnxPlateDetector(threads=1)
     rows = []
     for item in read_manifest(manifest, split):
         image = load_image(item.path)
@@ -129,8 +128,7 @@ def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list
         labels: list[str | None] = []
         rules: list[str] = []
         for plate, box in zip(item.plates, boxes, strict=True):
-            crops = [tight_crop(image, box), crop_plate(image, box, *LABELLED_BOX_PADS)]
-            crops = [c for c in crops if c.size and min(c.shape[:2]) >= 2]
+            crops = teacher_crops(image, box)
             x1, y1, x2, y2 = box
             if x2 - x1 < 8 or y2 - y1 < 4 or not crops:
                 labels.append(None)
@@ -149,7 +147,6 @@ def build_cache(manifest: Path, split: str, cct_path: Path, cache: Path) -> list
                 "boxes": [list(b) for b in boxes],
                 "labels": labels,
                 "rules": rules,
-                "detections": [list(d.box) for d in detector.detect(image)],
             }
         )
     cache.parent.mkdir(parents=True, exist_ok=True)

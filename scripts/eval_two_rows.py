@@ -41,8 +41,8 @@ def exact_rates(reader: OnnxPlateReader, crops: list[tuple[BgrImage, str]]) -> d
     """The share of ``crops`` read exactly from the whole crop, from its two rows, and by the engine."""
     whole = rows = engine = 0
     for crop, label in crops:
-        whole += reader.decode(reader.probabilities([crop])[0]).text == label
-        top, bottom = reader.probabilities(list(split_rows(crop)))
+        alone, top, bottom = reader.probabilities([crop, *split_rows(crop)])
+        whole += reader.decode(alone).text == label
         joined = join_rows(top, bottom)
         rows += joined is not None and reader.decode(joined).text == label
         engine += reader.read([crop])[0].text == label

@@ -183,9 +183,11 @@ class LabelRule:
         return None, ""
 
 
-def runtime_crop(img: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
-    """The padded crop the teachers read beside the tight box (``LABELLED_BOX_PADS``)."""
-    return crop_plate(img, box, *LABELLED_BOX_PADS)
+def teacher_crops(img: np.ndarray, box: tuple[float, float, float, float]) -> list[np.ndarray]:
+    """What the teachers read of a labelled box: the tight box and the padded crop (``LABELLED_BOX_PADS``),
+    those at least 2 pixels each way."""
+    crops = (tight_crop(img, box), crop_plate(img, box, *LABELLED_BOX_PADS))
+    return [c for c in crops if c.size and min(c.shape[:2]) >= 2]
 
 
 def make_real(
@@ -207,7 +209,9 @@ def make_real(
     """
     pp, cct = PpOcrTeacher(), CctTeacher(cct_path)
     own = OnnxPlateReader(self_reader, threads=1) if self_reader else None
-    detector = OnnxPlateDetector(threads=1) if detector_crops else None
+    # One pass, as the detector ran when the shipped readers' data was made (labels sha256 2658d0eb...):
+    # its close-plate pass (2026-12-06) moves some boxes, which would change the data a rebuild gives.
+    detector = OnnxPlateDetector(threads=1, close_long_side=None) if detector_crops else None
     crops: list[np.ndarray] = []
     labels: list[str] = []
     splits: list[str] = []
@@ -216,12 +220,8 @@ def make_real(
     audit = []
     t0 = time.time()
 
-    def variants(img: np.ndarray, box: tuple[float, float, float, float]) -> list[np.ndarray]:
-        return [c for c in (tight_crop(img, box), runtime_crop(img, box)) if c.size and min(c.shape[:2]) >= 2]
-
-    def reads(img: np.ndarray, box: tuple[float, float, float, float]) -> tuple[list[TeacherRead], list[TeacherRead]]:
-        crops = variants(img, box)
-        return [pp.read(c) for c in crops], [cct.read(c) for c in crops]
+    def reads(views: list[np.ndarray]) -> tuple[list[TeacherRead], list[TeacherRead]]:
+        return [pp.read(c) for c in views], [cct.read(c) for c in views]
 
     items = read_manifest(manifest)
     for n_item, item in enumerate(items):
@@ -237,8 +237,9 @@ def make_real(
             if stored is None or tight.size == 0:
                 box_labels.append((None, ""))
                 continue
-            pp_reads, cct_reads = reads(img, box)
-            own_reads = own.read(variants(img, box)) if own is not None and split == "train" else []
+            views = teacher_crops(img, box)
+            pp_reads, cct_reads = reads(views)
+            own_reads = own.read(views) if own is not None and split == "train" else []
             label, how = (plate.text, "given") if plate.text else rule.label(pp_reads, cct_reads, own_reads)
             box_labels.append((label, how))
             row = {
@@ -279,7 +280,7 @@ def make_real(
             elif best >= 0 and overlaps[best] > 0.0:
                 continue  # a poor box on a labelled plate: neither its label nor a new one
             else:
-                teacher_reads = reads(img, det.box)
+                teacher_reads = reads(teacher_crops(img, det.box))
                 label = rule.strict(teacher_reads[0][0], teacher_reads[1][0]) if teacher_reads[0] else None
                 how = "strict" if label else ""
             audit.append(

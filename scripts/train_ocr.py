@@ -26,7 +26,12 @@ from edge.recognition.formats import ALPHABET, PAD, PAD_INDEX, SLOTS  # noqa: E4
 from scripts.make_ocr_data import CROP_MARGIN, OCR_H, OCR_W, STORE_H, STORE_W  # noqa: E402
 from scripts.trainlib.augment import real_world  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, attention_overlap, count_parameters  # noqa: E402
-from scripts.trainlib.onnx_init import calibrate_pass_through, load_folded_convs, read_onnx_weights  # noqa: E402
+from scripts.trainlib.onnx_init import (  # noqa: E402
+    calibrate_pass_through,
+    conv_nodes,
+    load_folded_convs,
+    read_onnx_weights,
+)
 from scripts.trainlib.runlog import log_to  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
@@ -130,7 +135,7 @@ def load_onnx_weights(model: PlateOcrNet, path: Path, calibration: np.ndarray) -
     input through); ``calibration`` is a batch of training crops for the BatchNorm statistics."""
     graph, weights = read_onnx_weights(path)
     x = torch.from_numpy(calibration.astype(np.float32)[:, None] / 255.0)
-    load_folded_convs(model, [n for n in graph.node if n.op_type == "Conv"], weights, x)
+    load_folded_convs(model, conv_nodes(graph), weights, x)
     with torch.no_grad():
         model.position.copy_(weights["position"])
         matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]

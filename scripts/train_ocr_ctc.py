@@ -42,7 +42,12 @@ from edge.recognition.formats import ALPHABET, PAD_INDEX  # noqa: E402
 from edge.recognition.ocr import ctc_to_slots  # noqa: E402
 from scripts.train_ocr import PlateTexts, center_crop, export_onnx, slot_texts  # noqa: E402
 from scripts.trainlib.nets import PlateOcrNet, count_parameters  # noqa: E402
-from scripts.trainlib.onnx_init import calibrate_pass_through, load_folded_convs, read_onnx_weights  # noqa: E402
+from scripts.trainlib.onnx_init import (  # noqa: E402
+    calibrate_pass_through,
+    conv_nodes,
+    load_folded_convs,
+    read_onnx_weights,
+)
 from scripts.trainlib.runlog import log_to  # noqa: E402
 from scripts.trainlib.schedule import warmup_cosine  # noqa: E402
 
@@ -119,7 +124,7 @@ def load_onnx_reader(model: PlateCtcNet, path: Path, calibration: torch.Tensor) 
     own = model.state_dict()
     if unknown := sorted(set(named) - set(own)):
         raise ValueError(f"{path}: weights this network does not have: {unknown}")
-    folded = [n for n in graph.node if n.op_type == "Conv" and not n.input[1].startswith("net.")]
+    folded = [n for n in conv_nodes(graph) if not n.input[1].startswith("net.")]
     load_folded_convs(model, folded, weights, calibration)
     with torch.no_grad():
         for name, weight in named.items():

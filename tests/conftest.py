@@ -1,4 +1,5 @@
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -7,6 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
+from edge.recognition.ocr import OnnxPlateReader
+from edge.recognition.types import BgrImage
 from edge.wire import CandidateModel, GpsModel, ReadRecord, uuid7
 
 DATA = Path(__file__).parent / "data"
@@ -21,6 +24,18 @@ def huge_png(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert ok
     path.write_bytes(buf.tobytes())
     return path
+
+
+class BatchSpy(OnnxPlateReader):
+    """The shipped reader, recording how many crops each call hands its model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[int] = []
+
+    def probabilities(self, crops: Sequence[BgrImage]) -> np.ndarray:
+        self.batches.append(len(crops))
+        return super().probabilities(crops)
 
 
 def make_record(**changes: Any) -> ReadRecord:

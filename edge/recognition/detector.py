@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 
 from edge.recognition import const
-from edge.recognition.geometry import Letterbox, box_iou, decode_centers, letterbox, nms
+from edge.recognition.geometry import Letterbox, box_iou, decode_centers, letterbox, letterbox_size, nms
 from edge.recognition.onnx_runtime import ModelLoadError, create_session
-from edge.recognition.types import BgrImage, DetectorBackend, FloatArray, PlateDetection
+from edge.recognition.types import BgrImage, Box, DetectorBackend, FloatArray, PlateDetection
 
 OUTPUT_NAMES = ["heatmap", "size", "offset"]
 CLOSE_MATCH_IOU = 0.3
@@ -83,21 +83,30 @@ class OnnxPlateDetector:
 
     def detect(self, image: BgrImage) -> list[PlateDetection]:
         """Plates in ``image``; boxes of close plates re-measured by a coarser pass (``close_long_side``)."""
-        found, scale = self._detect_at(image, self.long_side)
-        close = {i for i, d in enumerate(found) if (d.box[2] - d.box[0]) * scale >= self.close_plate_width}
-        if not close or self.close_long_side is None or self.close_long_side >= self.long_side:
+        found = self._detect_at(image, self.long_side)
+        if self.close_long_side is None or self.close_long_side >= self.long_side:
             return found
-        coarse, _ = self._detect_at(image, self.close_long_side)
+        height, width = image.shape[:2]
+        close = {i for i, d in enumerate(found) if self.is_close(d.box, width, height)}
+        if not close:
+            return found
+        coarse = self._detect_at(image, self.close_long_side)
         return [_remeasured(d, coarse) if i in close else d for i, d in enumerate(found)]
 
-    def _detect_at(self, image: BgrImage, long_side: int) -> tuple[list[PlateDetection], float]:
-        """The plates found with the frame letterboxed to ``long_side``, in frame pixels, and that scale."""
+    def is_close(self, box: Box, width: int, height: int) -> bool:
+        """Whether a box found in a ``width`` x ``height`` frame is wide enough on the main pass's canvas to
+        be measured again by the coarse pass."""
+        scale = letterbox_size(width, height, self.long_side)[0]
+        return (box[2] - box[0]) * scale >= self.close_plate_width
+
+    def _detect_at(self, image: BgrImage, long_side: int) -> list[PlateDetection]:
+        """The plates found with the frame letterboxed to ``long_side``, in frame pixels."""
         canvas, placement = letterbox(image, long_side)
         heat, size, offset = self.backend.run(to_blob(canvas))
         found = decode_centers(
             heat[0, 0], size[0], offset[0], const.DETECTOR_STRIDE, self.score_threshold, const.DETECTOR_MAX_PLATES
         )
-        return _to_source(nms(found, self.nms_iou), placement, image.shape[1], image.shape[0]), placement.scale
+        return _to_source(nms(found, self.nms_iou), placement, image.shape[1], image.shape[0])
 
 
 def _remeasured(detection: PlateDetection, coarse: list[PlateDetection]) -> PlateDetection:

@@ -30,6 +30,11 @@ def read_onnx_weights(path: Path) -> tuple[Any, dict[str, torch.Tensor]]:
     return graph, weights
 
 
+def conv_nodes(graph: Any) -> list[Any]:
+    """The graph's Conv nodes, in graph order (the order ``load_folded_convs`` matches them in)."""
+    return [n for n in graph.node if n.op_type == "Conv"]
+
+
 def _running_stats(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
     assert bn.running_mean is not None and bn.running_var is not None
     return bn.running_mean, bn.running_var
@@ -136,6 +141,6 @@ def calibrate_pass_through(model: nn.Module, calibration: torch.Tensor) -> None:
 def load_onnx_convs(model: nn.Module, path: Path, calibration: torch.Tensor) -> None:
     """Warm-start a network made of convolutions (and BatchNorms) only, such as the plate detector."""
     graph, weights = read_onnx_weights(path)
-    load_folded_convs(model, [n for n in graph.node if n.op_type == "Conv"], weights, calibration)
+    load_folded_convs(model, conv_nodes(graph), weights, calibration)
     calibrate_pass_through(model, calibration)
     logger.info("initialised from %s", path)

@@ -70,8 +70,7 @@ def test_a_close_plate_is_measured_again_on_a_coarser_canvas() -> None:
     coarse = OnnxPlateDetector(long_side=const.DETECTOR_CLOSE_LONG_SIDE, close_long_side=None).detect(image)
     assert len(found) == len(single)
     assert [d.score for d in found] == [d.score for d in single]
-    scale = const.DETECTOR_LONG_SIDE / max(image.shape[:2])
-    close = [i for i, d in enumerate(single) if (d.box[2] - d.box[0]) * scale >= const.DETECTOR_CLOSE_PLATE_WIDTH]
+    close = [i for i, d in enumerate(single) if detector.is_close(d.box, image.shape[1], image.shape[0])]
     assert close
     for i in close:  # each close plate's box is one of the coarse pass's boxes
         assert any(np.allclose(found[i].box, c.box) for c in coarse)

@@ -3,14 +3,17 @@ and its reading of two-row plates row by row."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
 
 import numpy as np
 
 from edge.recognition import const
 from edge.recognition.formats import ALPHABET, PAD_INDEX, SLOTS, decode_plate
-from edge.recognition.ocr import OnnxPlateReader, ctc_to_slots, join_rows, split_rows
-from edge.recognition.types import BgrImage
+from edge.recognition.imageio import load_image
+from edge.recognition.ocr import OnnxPlateReader, crop_plate, ctc_to_slots, join_rows, split_rows
+from tests.conftest import DATA, BatchSpy
+
+PLATES = DATA / "plates"
 
 
 def columns_for(path: str, sure: float = 0.9) -> np.ndarray:
@@ -76,30 +79,14 @@ def test_an_empty_row_or_too_many_characters_is_not_a_two_row_plate() -> None:
     assert join_rows(slots_for("ABCDEF"), slots_for("12345")) is None
 
 
-class ScriptedReader(OnnxPlateReader):
-    """The shipped reader's decoding with the model's output scripted by crop height (the test's own
-    crops: a whole crop, its top row and its bottom row have different heights)."""
-
-    def __init__(self, by_height: dict[int, np.ndarray]) -> None:
-        super().__init__()
-        self.by_height = by_height
-        self.heights: list[int] = []
-
-    def probabilities(self, crops: Sequence[BgrImage]) -> np.ndarray:
-        self.heights += [c.shape[0] for c in crops]
-        return np.stack([self.by_height[c.shape[0]] for c in crops]) if crops else np.zeros((0, SLOTS, len(ALPHABET)))
-
-
-def test_a_squarish_crop_keeps_the_two_row_reading_when_the_reader_is_surer_of_it() -> None:
-    square = np.zeros((100, 120, 3), np.uint8)  # rows: 56 pixels high each
-    reader = ScriptedReader({100: slots_for("HH1", 0.5), 56: slots_for("AB", 0.99)})
-    assert reader.read([square])[0].text == "ABAB"
-    unsure_rows = ScriptedReader({100: slots_for("XY12", 0.9), 56: slots_for("AB", 0.6)})
-    assert unsure_rows.read([square])[0].text == "XY12"
-
-
-def test_a_wide_crop_is_read_whole_only() -> None:
-    wide = np.zeros((100, int(100 * const.TWO_ROW_MAX_ASPECT) + 1, 3), np.uint8)
-    reader = ScriptedReader({100: slots_for("7ABC123", 0.8), 56: slots_for("AB", 0.99)})
-    assert reader.read([wide])[0].text == "7ABC123"
-    assert reader.heights == [100]
+def test_wide_crops_are_read_whole_only_in_one_model_call() -> None:
+    labels = json.loads((PLATES / "labels.json").read_text())
+    crops = []
+    for name in ("cc0-car-2.jpg", "cc0-car-3.jpg"):
+        crop = crop_plate(load_image(PLATES / name), tuple(labels[name]["boxes"][0]))
+        assert crop.shape[1] > const.TWO_ROW_MAX_ASPECT * crop.shape[0]
+        crops.append(crop)
+    reader = BatchSpy()
+    readings = reader.read(crops)
+    assert reader.batches == [2]
+    assert readings == [reader.decode(p) for p in OnnxPlateReader().probabilities(crops)]
