@@ -68,9 +68,9 @@ train-detector: install-train
 # cut into rows among them (about 35 minutes with two threads); each stage keeps the checkpoint best on the
 # real val crops. Thread counts change the order of sums, so a rebuild may differ slightly in its weights.
 train-ocr: install-train
-	$(PY) scripts/train_ocr_ctc.py --head ctc --synth runs/ocr_data/synth12k.npz runs/ocr_data/synth24k_s2.npz \
+	$(PY) scripts/train_ocr.py --synth runs/ocr_data/synth12k.npz runs/ocr_data/synth24k_s2.npz \
 		--real runs/ocr_data/real.npz --steps 5000 --threads 1 --out runs/ocr_ctc --onnx runs/ocr_ctc/stage1.onnx
-	$(PY) scripts/train_ocr_ctc.py --head ctc --synth runs/ocr_data/synth12k.npz runs/ocr_data/synth24k_s2.npz \
+	$(PY) scripts/train_ocr.py --synth runs/ocr_data/synth12k.npz runs/ocr_data/synth24k_s2.npz \
 		runs/ocr_data/synth24k_s3.npz runs/ocr_data/rows8k_s4.npz --real runs/ocr_data/real.npz --steps 5000 \
 		--lr 1e-3 --threads 2 --init-onnx runs/ocr_ctc/stage1.onnx --out runs/ocr_ft --onnx models/plate_ocr.onnx
 

@@ -1,4 +1,4 @@
-"""Network definitions for the plate detector and the plate OCR model."""
+"""Network definitions for the plate detector and the plate readers (the slot reader and the shipped CTC reader)."""
 
 from __future__ import annotations
 
@@ -124,29 +124,54 @@ class PlateOcrNet(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_attention(x)[0]
-
-    def forward_with_attention(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The slot probabilities and each slot's attention map (N x slots x 120, each summing to 1)."""
         f = self.features(x) + self.position
         n, c = f.shape[0], f.shape[1]
         attn = torch.softmax(self.attention(f).reshape(n, self.slots, -1), dim=-1)
         pooled = torch.bmm(attn, f.reshape(n, c, -1).transpose(1, 2))
-        return torch.softmax(self.classifier(pooled), dim=-1), attn
-
-
-def attention_overlap(attn: torch.Tensor, targets: torch.Tensor, pad_index: int) -> torch.Tensor:
-    """Mean overlap (dot product, 0 to 1) of the attention maps of every two slots that hold a character.
-
-    The slot reader's commonest misread is two slots attending to the same glyph: a character read twice
-    ("BRABUUS") and its neighbour lost. Penalising the overlap pushes the slots onto different glyphs.
-    Pad slots are left out: where they look does not matter.
-    """
-    real = (targets != pad_index).float()  # N x slots
-    gram = torch.bmm(attn, attn.transpose(1, 2))  # N x slots x slots
-    pairs = real.unsqueeze(2) * real.unsqueeze(1) * (1.0 - torch.eye(attn.shape[1], device=attn.device))
-    return (gram * pairs).sum() / pairs.sum().clamp_min(1.0)
+        return torch.softmax(self.classifier(pooled), dim=-1)
 
 
 def _strided(c_in: int, c_out: int, stride: tuple[int, int]) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, 3, stride, 1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+
+
+class ColumnContext(nn.Module):
+    """A residual 3-wide convolution along the columns, dilated so that a few of them see most of the plate
+    (a character's neighbours tell a glyph's edge from a letter's stroke)."""
+
+    def __init__(self, channels: int, dilation: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(
+            nn.Conv1d(channels, channels, 3, padding=dilation, dilation=dilation, bias=False),
+            nn.BatchNorm1d(channels),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = x + self.conv(x)
+        return out
+
+
+class PlateCtcNet(PlateOcrNet):
+    """The shipped reader: the slot reader's backbone and position channels, then a CTC head over the 20
+    feature columns: the 6 rows folded into each column by a learnt (depthwise) convolution, ``context``
+    residual dilated convolutions along the columns (none in the shipped reader), a 3-wide convolution
+    along the columns, and per column a class (``PAD`` doubles as the CTC blank)."""
+
+    def __init__(self, classes: int = 37, channels: int = 160, context: int = 0) -> None:
+        super().__init__(classes=classes)
+        del self.attention, self.classifier
+        # Depthwise: each channel folds its own 6 rows, so the head stays about the slot head's size.
+        self.fold = nn.Sequential(
+            nn.Conv2d(channels, channels, (6, 1), groups=channels, bias=False), nn.BatchNorm2d(channels), nn.ReLU()
+        )
+        self.context = nn.Sequential(*(ColumnContext(channels, 2 ** (i % 3)) for i in range(context)))
+        self.sequence = nn.Sequential(
+            nn.Conv1d(channels, channels, 3, padding=1), nn.ReLU(), nn.Dropout(0.1), nn.Conv1d(channels, classes, 1)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Log-probabilities, N x 20 columns x classes."""
+        f = self.fold(self.features(x) + self.position).squeeze(2)  # N x C x 20
+        return torch.log_softmax(self.sequence(self.context(f)), dim=1).transpose(1, 2)

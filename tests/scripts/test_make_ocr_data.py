@@ -1,14 +1,8 @@
-"""The OCR data labelling rule and warm-starting the OCR network from an exported model."""
-
-from pathlib import Path
-
-import numpy as np
-import pytest
+"""The rule that labels real crops for the reader's training (``make_ocr_data.py real``)."""
 
 from edge.recognition.types import PlateReading
 from scripts.make_ocr_data import LabelRule
 from scripts.trainlib.teachers import TeacherRead
-from tests.scripts.conftest import exported_with_batch_statistics
 
 
 def rule() -> LabelRule:
@@ -77,51 +71,3 @@ def test_pseudo_labels_leave_the_existing_rules_and_need_our_reads() -> None:
     assert with_self().label(sure, other, [own("7ABC128", 0.99)]) == ("7ABC123", "ppocr")
     assert with_self().label([TeacherRead("", 0.0, 0.0)], other) == (None, "")  # val crops: no reads of ours
     assert rule().label([TeacherRead("", 0.0, 0.0)], other, [own("7ABC128", 0.99)]) == (None, "")  # off
-
-
-@pytest.mark.training  # torch: `make test-train` (the training extras), not `make test`
-def test_warm_start_from_an_exported_model_reads_the_same(tmp_path: Path) -> None:
-    import torch
-
-    from scripts.train_ocr import export_onnx, load_onnx_weights
-    from scripts.trainlib.nets import PlateOcrNet
-
-    torch.manual_seed(0)
-    source = PlateOcrNet()
-    path = exported_with_batch_statistics(source, torch.rand(16, 1, 48, 160), export_onnx, tmp_path / "ocr.onnx")
-    images = (np.random.default_rng(0).random((24, 48, 160)) * 255).astype(np.uint8)
-    target = PlateOcrNet()
-    load_onnx_weights(target, path, images[:16])
-    source.eval()
-    target.eval()
-    x = torch.from_numpy(images[16:].astype(np.float32)[:, None] / 255.0)
-    with torch.no_grad():
-        assert torch.allclose(source(x), target(x), atol=1e-5)
-
-
-@pytest.mark.training  # torch: `make test-train` (the training extras), not `make test`
-def test_attention_overlap_counts_character_slots_on_the_same_place_only() -> None:
-    import torch
-
-    from edge.recognition.formats import PAD_INDEX
-    from scripts.trainlib.nets import PlateOcrNet, attention_overlap
-
-    def one_hot(places: list[int]) -> torch.Tensor:
-        attn = torch.zeros(1, 10, 120)
-        for slot, place in enumerate(places):
-            attn[0, slot, place] = 1.0
-        return attn
-
-    three_chars = torch.tensor([[1, 2, 3] + [PAD_INDEX] * 7])
-    apart = one_hot([0, 1, 2] + [2] * 7)  # the pad slots share a place with the third character: ignored
-    assert float(attention_overlap(apart, three_chars, PAD_INDEX)) == 0.0
-    # Slots 1 and 2 on the same glyph: 2 of the 6 ordered pairs of character slots overlap fully.
-    collided = one_hot([0, 1, 1] + [5] * 7)
-    assert float(attention_overlap(collided, three_chars, PAD_INDEX)) == pytest.approx(2 / 6)
-
-    net = PlateOcrNet().eval()
-    x = torch.rand(2, 1, 48, 160)
-    with torch.no_grad():
-        probs, attn = net.forward_with_attention(x)
-        assert torch.equal(probs, net(x))
-    assert attn.shape == (2, 10, 120) and torch.allclose(attn.sum(dim=-1), torch.ones(2, 10))

@@ -1,4 +1,4 @@
-"""The CTC reader's training script (torch: `make test-train`, not `make test`)."""
+"""The reader's training script, both heads (torch: `make test-train`, not `make test`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ pytestmark = pytest.mark.training
 def test_greedy_ctc_merges_repeats_and_keeps_letters_a_blank_apart() -> None:
     import torch
 
-    from scripts.train_ocr_ctc import ctc_decode
+    from scripts.train_ocr import ctc_decode
 
     columns = ["A", "A", "_", "B", "_", "B", "B", "_", "_", "7"] + ["_"] * 10
     log_probs = torch.full((1, 20, len(ALPHABET)), -10.0)
@@ -26,7 +26,8 @@ def test_greedy_ctc_merges_repeats_and_keeps_letters_a_blank_apart() -> None:
 def test_the_ctc_head_learns_a_fixed_batch_and_reads_it() -> None:
     import torch
 
-    from scripts.train_ocr_ctc import PlateCtcNet, ctc_decode, ctc_loss
+    from scripts.train_ocr import ctc_decode, ctc_loss
+    from scripts.trainlib.nets import PlateCtcNet
 
     torch.manual_seed(0)
     net = PlateCtcNet()
@@ -49,7 +50,7 @@ def test_the_ctc_head_learns_a_fixed_batch_and_reads_it() -> None:
 def test_column_context_keeps_the_shape_and_none_keeps_the_shipped_weights_names() -> None:
     import torch
 
-    from scripts.train_ocr_ctc import PlateCtcNet
+    from scripts.trainlib.nets import PlateCtcNet
 
     plain, wider = PlateCtcNet(), PlateCtcNet(context=3)
     assert not any(name.startswith("context.") for name in plain.state_dict())
@@ -86,37 +87,57 @@ def test_a_run_saves_its_checkpoints_resumes_and_exports_what_the_engine_reads(t
     import numpy as np
 
     from edge.recognition.ocr import OnnxPlateReader
-    from scripts import train_ocr_ctc
+    from scripts import train_ocr
 
     synth, real = _tiny_sets(tmp_path)
     out, onnx = tmp_path / "run", tmp_path / "reader.onnx"
-    common = ["train_ocr_ctc.py", "--head", "ctc", "--synth", str(synth), "--real", str(real), "--context", "2"]
+    common = ["train_ocr.py", "--synth", str(synth), "--real", str(real), "--context", "2"]  # ctc by default
     common += ["--batch", "4", "--eval-every", "2", "--out", str(out), "--onnx", str(onnx)]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", [*common, "--steps", "4"])
-        train_ocr_ctc.main()
+        train_ocr.main()
         assert (out / "last.pt").exists() and (out / "best.pt").exists() and onnx.exists()
         patch.setattr(sys, "argv", [*common, "--steps", "6", "--resume"])
-        train_ocr_ctc.main()
+        train_ocr.main()
     log = (out / "train.log").read_text()
     assert "resumed at step 4" in log
+    assert "head=ctc step 6 " in log
     assert "step 6 " in log
     assert "real train=3" in log  # strict and agree by default; the PP-OCR-alone crop is left out
     probabilities = OnnxPlateReader(onnx).probabilities([np.full((48, 160, 3), 128, np.uint8)])
     assert probabilities.shape == (1, SLOTS, len(ALPHABET))
 
 
+def test_the_slot_head_trains_on_the_same_stream_and_is_not_fine_tuned_from_a_ctc_file(tmp_path: Path) -> None:
+    import sys
+
+    from scripts import train_ocr
+
+    synth, real = _tiny_sets(tmp_path)
+    out = tmp_path / "slot"
+    argv = ["train_ocr.py", "--head", "slot", "--synth", str(synth), "--real", str(real), "--batch", "4"]
+    argv += ["--eval-every", "2", "--steps", "2", "--out", str(out)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys, "argv", argv)
+        train_ocr.main()
+        assert "head=slot step 2 " in (out / "train.log").read_text()
+        patch.setattr(sys, "argv", [*argv, "--init-onnx", str(tmp_path / "reader.onnx")])
+        with pytest.raises(SystemExit) as refused:
+            train_ocr.main()
+    assert refused.value.code == 2
+
+
 def test_resume_without_a_run_folder_is_refused_before_any_work(tmp_path: Path) -> None:
     import sys
 
-    from scripts import train_ocr_ctc
+    from scripts import train_ocr
 
     missing = str(tmp_path / "none.npz")
-    argv = ["train_ocr_ctc.py", "--head", "ctc", "--synth", missing, "--real", missing]
+    argv = ["train_ocr.py", "--head", "ctc", "--synth", missing, "--real", missing]
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", [*argv, "--resume"])
         with pytest.raises(SystemExit) as refused:
-            train_ocr_ctc.main()
+            train_ocr.main()
     assert refused.value.code == 2
 
 
@@ -125,7 +146,8 @@ def test_a_reader_started_from_its_export_reads_as_the_export_does(tmp_path: Pat
     import onnxruntime
     import torch
 
-    from scripts.train_ocr_ctc import PlateCtcNet, export_ctc_onnx, load_onnx_reader
+    from scripts.train_ocr import export_ctc_onnx, load_onnx_reader
+    from scripts.trainlib.nets import PlateCtcNet
 
     torch.manual_seed(0)
     trained = PlateCtcNet()
@@ -154,7 +176,8 @@ def test_a_reader_started_from_its_export_reads_as_the_export_does(tmp_path: Pat
 def test_a_wider_file_than_the_network_is_refused(tmp_path: Path) -> None:
     import torch
 
-    from scripts.train_ocr_ctc import PlateCtcNet, export_ctc_onnx, load_onnx_reader
+    from scripts.train_ocr import export_ctc_onnx, load_onnx_reader
+    from scripts.trainlib.nets import PlateCtcNet
 
     path = tmp_path / "reader.onnx"
     export_ctc_onnx(PlateCtcNet(context=1), path)
