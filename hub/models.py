@@ -180,10 +180,14 @@ class Read(Base):
     context_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"))
     software_version: Mapped[str] = mapped_column(String(64), default="")
     model_versions: Mapped[dict[str, str]] = _json()
+    # The plate and every candidate likely enough to search by, space-separated (hub.textindex indexes it).
+    search_texts: Mapped[str] = mapped_column(String(200), default="", server_default="")
 
 
 class ReadCandidateText(Base):
-    """Every text a read could be (its plate and each candidate), for candidate and fuzzy search."""
+    """Every text a read could be (its plate and each likely candidate), for candidate and fuzzy search, on
+    PostgreSQL. SQLite indexes ``reads.search_texts`` with FTS5 instead and leaves this table empty
+    (``hub.textindex``)."""
 
     __tablename__ = "read_candidate_texts"
     __table_args__ = (Index("ix_read_candidate_texts_text", "text"),)

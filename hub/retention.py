@@ -35,6 +35,7 @@ from typing import Final, Protocol
 from sqlalchemy import ColumnElement, delete, exists, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
+from hub import textindex
 from hub.models import EvidenceHold, Hit, Image, Read, ReadCandidateText, RetentionRun, utcnow
 from hub.storage import ImageStore
 
@@ -212,8 +213,8 @@ class RetentionJob:
         with self.sessions() as session:
             return {
                 "reads_purged": _count(session, Read, purgeable),
-                "candidate_texts_purged": _count(
-                    session, ReadCandidateText, ReadCandidateText.read_id.in_(select(Read.read_id).where(purgeable))
+                "candidate_texts_purged": int(
+                    session.scalar(select(textindex.text_count(Read.search_texts)).where(purgeable)) or 0
                 ),
                 "hits_purged": _count(session, Hit, _expired_hits(hits_cutoff)),
                 "images_purged": _count(session, Image, images_going),
@@ -279,20 +280,18 @@ class RetentionJob:
                 )
                 if not ids:
                     return reads, texts
-                # Explicit rather than relying on ON DELETE CASCADE (and it gives the count).
-                texts += len(
-                    session.execute(
-                        delete(ReadCandidateText)
-                        .where(ReadCandidateText.read_id.in_(ids))
-                        .returning(ReadCandidateText.read_id),
-                        execution_options={"synchronize_session": False},
-                    ).all()
+                # Explicit rather than relying on ON DELETE CASCADE (PostgreSQL's text rows; SQLite's FTS
+                # entries go with the reads, by trigger).
+                session.execute(
+                    delete(ReadCandidateText).where(ReadCandidateText.read_id.in_(ids)),
+                    execution_options={"synchronize_session": False},
                 )
                 deleted = session.execute(
-                    delete(Read).where(Read.read_id.in_(ids)).returning(Read.read_id),
+                    delete(Read).where(Read.read_id.in_(ids)).returning(Read.read_id, Read.search_texts),
                     execution_options={"synchronize_session": False},
                 ).all()
             reads += len(deleted)
+            texts += sum(len(textindex.split_texts(joined)) for _read_id, joined in deleted)
             if len(ids) < self.batch_size or not deleted:
                 return reads, texts
 

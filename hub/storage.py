@@ -67,6 +67,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from edge.recognition.formats import normalize_plate
 from edge.wire import ReadRecord
+from hub import textindex
 from hub.db import json_dumps
 from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText, UTCDateTime
 
@@ -1068,7 +1069,7 @@ class PreparedRead:
     row: dict[str, Any]
     """The ``reads`` row: every column, values as the ORM would take them."""
     texts: tuple[str, ...]
-    """The plate and every candidate text, once each (``read_candidate_texts``)."""
+    """The plate and every candidate text likely enough to search by, once each (``hub.textindex``)."""
     dialect: Dialect | None = None
     bound: Any = None
     """The row as the bulk insert sends it to ``dialect`` (None: bound when stored)."""
@@ -1084,9 +1085,10 @@ def prepare_read(
     """Hash a read's images and build its row (bound for ``dialect`` too, when given: the one it will be stored on)."""
     crop = sha256_hex(record.crop_jpeg)
     context = sha256_hex(record.context_jpeg) if record.context_jpeg else None
-    row = _read_row(record, node_id, crop, context, received_utc)
+    texts = tuple(_candidate_texts(record))
+    row = _read_row(record, node_id, crop, context, received_utc, texts)
     bound = _bulk(dialect, "reads").bind(row) if dialect is not None else None
-    return PreparedRead(record, node_id, crop, context, row, tuple(_candidate_texts(record)), dialect, bound)
+    return PreparedRead(record, node_id, crop, context, row, texts, dialect, bound)
 
 
 def store_reads(
@@ -1182,13 +1184,14 @@ def _insert_reads(
             bulk = _bulk(dialect, "reads")
             rows = [read.bound if read.dialect is dialect else bulk.bind(read.row) for read in unique]
             inserted = set(bulk.execute_bound(connection, rows))
-            texts = [
-                {"read_id": read.read_id, "text": text}
-                for read in unique
-                if read.read_id in inserted
-                for text in read.texts
-            ]
-            _bulk(dialect, "texts").execute(connection, texts)
+            if textindex.uses_rows(dialect):  # on SQLite, reads.search_texts is indexed by triggers
+                texts = [
+                    {"read_id": read.read_id, "text": text}
+                    for read in unique
+                    if read.read_id in inserted
+                    for text in read.texts
+                ]
+                _bulk(dialect, "texts").execute(connection, texts)
             staged.make_durable()  # before session.begin() commits on leaving the block
     finally:
         staged.release()  # the transaction has ended: retention may drop the pack once it is no longer written
@@ -1196,7 +1199,12 @@ def _insert_reads(
 
 
 def _read_row(
-    record: ReadRecord, node_id: int, crop_sha256: str, context_sha256: str | None, received: datetime
+    record: ReadRecord,
+    node_id: int,
+    crop_sha256: str,
+    context_sha256: str | None,
+    received: datetime,
+    texts: Sequence[str],
 ) -> dict[str, Any]:
     gps = record.gps
     return {
@@ -1225,11 +1233,12 @@ def _read_row(
         "context_sha256": context_sha256,
         "software_version": record.software_version,
         "model_versions": dict(record.model_versions),
+        "search_texts": textindex.join_texts(texts),
     }
 
 
 SEARCHABLE_CANDIDATE_MIN_CONFIDENCE = 0.02
-"""Candidates at least this likely are searchable (``read_candidate_texts``); all of them stay in the read.
+"""Candidates at least this likely are searchable (``hub.textindex``); all of them stay in the read.
 
 A node sends up to ten candidates a read, most of them texts seen in one frame reading of fifty or
 fewer. Searching by those would show investigators reads that are almost surely of other vehicles
@@ -1338,11 +1347,8 @@ def candidate_texts(session: Session, read_ids: Iterable[str]) -> dict[str, set[
     ids = list(read_ids)
     if not ids:
         return found
-    rows = session.execute(
-        select(ReadCandidateText.read_id, ReadCandidateText.text).where(ReadCandidateText.read_id.in_(ids))
-    )
-    for read_id, text in rows:
-        found.setdefault(read_id, set()).add(text)
+    for read_id, joined in session.execute(select(Read.read_id, Read.search_texts).where(Read.read_id.in_(ids))):
+        found[read_id] = set(textindex.split_texts(joined))
     return found
 
 

@@ -16,7 +16,8 @@ from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.orm import Session
 
 from edge.recognition.formats import lookalike_variants, normalize_plate
-from hub.models import Hit, Node, Read, ReadCandidateText
+from hub import textindex
+from hub.models import Hit, Node, Read
 from hub.storage import prefix_upper_bound
 
 MAX_PAGE_SIZE = 100
@@ -115,13 +116,13 @@ def _conditions(session: Session, query: SearchQuery) -> list[ColumnElement[bool
 def _any_text_in(session: Session, texts: set[str]) -> ColumnElement[bool]:
     """Reads that could be any of ``texts``: their plate or one of their candidates.
 
-    read_candidate_texts holds every text a read could be, its plate included (hub.storage), so one
+    The text index holds every text a read could be, its plate included (hub.textindex), so one
     indexed lookup there finds both. The ids are fetched first and handed to the main query as a list:
     as a subquery, PostgreSQL's planner tends to walk the whole time index newest-first looking for the
     few matching rows (seconds over a million reads) instead of starting from them.
     """
     # No DISTINCT or LIMIT here: either invites the planner to walk the whole (read_id, text) key in order.
-    matching = select(ReadCandidateText.read_id).where(ReadCandidateText.text.in_(sorted(texts)))
+    matching = textindex.matching_read_ids(session, texts)
     ids = set(session.execute(matching).scalars())
     return Read.read_id.in_(matching) if len(ids) > MAX_ID_LIST else Read.read_id.in_(sorted(ids))
 

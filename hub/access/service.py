@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.recognition.formats import normalize_plate
+from hub import textindex
 from hub.access import accounts, audit, sharing
 from hub.access.auditlog import AccessLog, LogEvent, VerifyResult
 from hub.access.gate import Actor, Decision, decide
@@ -37,7 +38,7 @@ from hub.access.policy import PolicySettings
 from hub.access.roles import Permission, permissions
 from hub.access.search import SearchQuery, read_detail, read_summary, search_reads
 from hub.dispatch import Disposition, set_disposition
-from hub.models import Hit, Image, Node, Read, ReadCandidateText
+from hub.models import Hit, Image, Node, Read
 from hub.nodes import list_nodes
 from hub.retention import create_hold, release_hold
 from hub.storage import ImageStore
@@ -340,8 +341,7 @@ class ComplianceService:
             session.add(ReadCorrection(read_id=read_id, old_plate=old, new_plate=plate, corrected_by=actor.username,
                                        corrected_utc=now, reason=reason.strip()))  # fmt: skip
             read.plate = plate
-            if session.get(ReadCandidateText, (read_id, plate)) is None:
-                session.add(ReadCandidateText(read_id=read_id, text=plate))
+            textindex.add_text(session, read, plate)
             return Outcome(None, result_count=1, query={"read_id": read_id, "old_plate": old, "new_plate": plate})
 
         self._gated(actor, Permission.CORRECT_READ, "read.correct", {"read_id": read_id}, work, purpose)

@@ -17,6 +17,7 @@ from sqlalchemy import Connection
 
 from hub.db import DEFAULT_URL, make_engine
 from hub.models import Base
+from hub.textindex import include_name
 
 _ADVISORY_LOCK_ID = 0x414C5052  # "ALPR"
 
@@ -35,6 +36,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        include_name=include_name,
         dialect_opts={"paramstyle": "named"},
     )
     with context.begin_transaction():
@@ -47,6 +49,7 @@ def _run(connection: Connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         render_as_batch=sqlite,
+        include_name=include_name,
         transactional_ddl=True,
     )
     with context.begin_transaction():

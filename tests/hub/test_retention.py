@@ -13,7 +13,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.wire import ReadRecord
-from hub.models import EvidenceHold, Hit, Hotlist, HotlistEntry, Image, Read, ReadCandidateText, RetentionRun
+from hub import textindex
+from hub.models import EvidenceHold, Hit, Hotlist, HotlistEntry, Image, Read, RetentionRun
 from hub.retention import (
     HoldAlreadyReleasedError,
     InvalidHoldError,
@@ -102,7 +103,7 @@ def test_policy_hits_must_outlive_reads() -> None:
 def test_old_reads_purged_in_batches_new_kept_run_recorded_and_logged(
     database: Database, node_id: int, caplog: pytest.LogCaptureFixture
 ) -> None:
-    old = store(database, node_id, *(old_record(61 * DAY) for _ in range(5)))
+    store(database, node_id, *(old_record(61 * DAY) for _ in range(5)))
     new = store(database, node_id, old_record(59 * DAY), old_record(0 * DAY))
     caplog.set_level(logging.INFO)
     report = job(database, batch_size=2).run()
@@ -113,8 +114,8 @@ def test_old_reads_purged_in_batches_new_kept_run_recorded_and_logged(
     assert report.reads_cutoff_utc == NOW - 60 * DAY and report.hits_cutoff_utc == NOW - 365 * DAY
     with database.sessions() as session:
         assert count(session, Image) == 2
-        texts = set(session.scalars(select(ReadCandidateText.read_id)))
-        assert texts == set(new) and not texts & set(old)
+        found = set(session.scalars(textindex.matching_read_ids(session, {"7ABC123", "7A8C123"})))
+        assert found == set(new) and textindex.verify(session) == 4
         run = session.get_one(RetentionRun, report.run_id)
         assert (run.dry_run, run.reads_purged, run.images_purged, run.hits_purged) == (False, 5, 5, 0)
         assert (run.started_utc, run.finished_utc) == (NOW, NOW)
@@ -210,7 +211,8 @@ def test_evidence_hold_keeps_a_read_until_released(database: Database, node_id: 
     assert (second.reads_purged, second.candidate_texts_purged, second.images_purged) == (1, 2, 1)
     assert remaining_reads(database) == set()
     with database.sessions() as session:
-        assert count(session, ReadCandidateText) == 0 and count(session, Image) == 0
+        assert textindex.verify(session) == 0 and count(session, Image) == 0
+        assert not list(session.scalars(textindex.matching_read_ids(session, {"7ABC123", "7A8C123"})))
         stored = session.get_one(EvidenceHold, hold_id)  # holds are never deleted
         assert stored.read_id == read_id and stored.case_number == "2026-CR-1"
         assert (stored.released_by, stored.released_utc) == ("sgt-3", NOW + DAY)

@@ -13,7 +13,7 @@ from sqlalchemy.exc import StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from edge.wire import CandidateModel, NodeHealth, ReadRecord
-from hub import storage
+from hub import storage, textindex
 from hub.db import SQLITE_WAL_AUTOCHECKPOINT_PAGES, make_engine, session_factory
 from hub.models import Image, Node, NodeHealthSample, Read, ReadCandidateText
 from hub.storage import (
@@ -73,8 +73,11 @@ def test_store_batch_inserts_reads_images_and_candidate_texts(database: Database
             records[1].read_id: {"8XYZ999"},
             records[2].read_id: {"7ABC124"},
         }
-        found = session.scalars(select(ReadCandidateText.read_id).where(ReadCandidateText.text == "7A8C123"))
+        found = session.scalars(textindex.matching_read_ids(session, {"7A8C123"}))
         assert list(found) == [records[0].read_id]
+        either = session.scalars(textindex.matching_read_ids(session, {"8XYZ999", "7ABC124", "0NONE00"}))
+        assert sorted(either) == sorted([records[1].read_id, records[2].read_id])
+        assert textindex.verify(session) == 4
 
 
 def test_unlikely_candidates_are_kept_with_the_read_but_not_searchable(database: Database, node_id: int) -> None:
@@ -104,7 +107,7 @@ def test_same_batch_again_is_all_duplicates(database: Database, node_id: int) ->
     with database.sessions() as session:
         assert count(session, Read) == 5
         assert count(session, Image) == 5
-        assert count(session, ReadCandidateText) == 10
+        assert textindex.verify(session) == 10
     assert store_reads(database.sessions, [], node_id, DB_IMAGES) == StoreResult()
 
 
@@ -475,7 +478,7 @@ def test_concurrent_inserts_store_each_read_once(database: Database, node_id: in
         with database.sessions() as session:
             assert count(session, Read) == 90
             assert session.scalar(select(func.count(func.distinct(Read.read_id)))) == 90
-            assert count(session, ReadCandidateText) == 180
+            assert textindex.verify(session) == 180
     finally:
         for engine in engines:
             engine.dispose()
@@ -539,7 +542,7 @@ def test_batches_of_several_nodes_are_stored_in_one_transaction(database: Databa
     with database.sessions() as session:
         owners = {read_id: owner for read_id, owner in session.execute(select(Read.read_id, Read.node_id))}
         assert owners == {**{r.read_id: node_id for r in first}, second[0].read_id: other_id}
-        assert count(session, ReadCandidateText) == 8
+        assert textindex.verify(session) == 8
 
 
 def test_prepared_reads_store_what_store_reads_stores(database: Database, node_id: int) -> None:
