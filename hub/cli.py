@@ -1,6 +1,6 @@
 """``alpr-hub``: run and administer the hub.
 
-    alpr-hub init | check-config | db upgrade | serve
+    alpr-hub init | check-config | db upgrade | db check-index [--rebuild] | serve
     alpr-hub nodes enroll NAME [--public-key K] [--out DIR] | nodes revoke NAME --by U --reason R | nodes list
     alpr-hub hotlist import FILE --list NAME --format csv|tsv|fixed --mapping MAP.toml --by U [--append]
     alpr-hub hotlist add PLATE --list NAME --by U --reason R [...] | hotlist list
@@ -77,6 +77,24 @@ def db_upgrade_command(args: argparse.Namespace, config: HubConfig) -> int:
 
     upgrade(config.hub.url())
     print("database at the newest schema")
+    return 0
+
+
+def db_check_index_command(args: argparse.Namespace, config: HubConfig) -> int:
+    """Check the plate-text index against the reads (and rebuild it first with ``--rebuild``)."""
+    from hub import textindex
+    from hub.db import make_engine, session_factory
+
+    engine = make_engine(config.hub.url())
+    try:
+        if args.rebuild:
+            with engine.begin() as connection:
+                textindex.rebuild(connection)
+        with session_factory(engine)() as session:
+            texts = textindex.verify(session)
+    finally:
+        engine.dispose()
+    print(f"text index: {texts} texts of the stored reads, all indexed")
     return 0
 
 
@@ -253,6 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     command("check-config", check_config_command, "validate the configuration; each problem as key.path: message")
     db = command("db", db_upgrade_command, "database schema").add_subparsers(dest="db_command", required=True)
     command("upgrade", db_upgrade_command, "migrate the database to the newest schema", db)
+    check_index = command("check-index", db_check_index_command, "check the plate-text search index", db)
+    check_index.add_argument("--rebuild", action="store_true", help="rebuild it first (SQLite: after a VACUUM)")
     command("serve", serve_command, "run ingest, matching, dispatch alerts and retention")
 
     nodes = command("nodes", nodes_list_command, "edge nodes").add_subparsers(dest="nodes_command", required=True)

@@ -13,8 +13,8 @@ depends on the database, because a B-tree keyed by plate text takes each insert 
   there; its rate met the target with them).
 
 The FTS rows are keyed by the rowid of ``reads`` (a table with a text primary key). SQLite keeps rowids
-through ``VACUUM`` in practice but does not promise it: after a ``VACUUM`` run :func:`rebuild`
-(``alpr-hub db upgrade`` does not).
+through ``VACUUM`` in practice but does not promise it: after a ``VACUUM`` run
+``alpr-hub db check-index --rebuild`` (:func:`rebuild`, then :func:`verify`).
 """
 
 from __future__ import annotations
@@ -111,5 +111,5 @@ def verify(session: Session) -> int:
     return expected
 
 
-class TextIndexError(RuntimeError):
+class TextIndexError(RuntimeError):  # a RuntimeError: the CLI reports it in one line
     """The text index and ``reads.search_texts`` disagree."""

@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import delete, select, text
 
 from hub import textindex
+from hub.cli import main as hub_main
 from hub.db import downgrade, make_engine, session_factory, upgrade
 from hub.models import Node, Read, ReadCandidateText
 from hub.storage import ImageStore, candidate_texts, store_reads
@@ -73,7 +74,9 @@ def test_only_plate_characters_reach_the_index_query(database: Database) -> None
     assert textindex.join_texts(["7ABC123", "7A8C123"]) == "7ABC123 7A8C123"
 
 
-def test_verify_catches_an_index_out_of_step_and_rebuild_mends_it(sqlite_database: Database) -> None:
+def test_verify_catches_an_index_out_of_step_and_rebuild_mends_it(
+    sqlite_database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     with sqlite_database.sessions.begin() as session:
         node = Node(name="car-12", curve_public_key="a" * 40, enrolled_utc=NOW)
         session.add(node)
@@ -86,10 +89,12 @@ def test_verify_catches_an_index_out_of_step_and_rebuild_mends_it(sqlite_databas
         session.execute(text("UPDATE reads SET search_texts = '7ABC123 9QQQ999'"))
     with sqlite_database.sessions() as session, pytest.raises(textindex.TextIndexError, match="rebuild"):
         textindex.verify(session)
-    with sqlite_database.engine.begin() as connection:
-        textindex.rebuild(connection)
-    with sqlite_database.sessions() as session:
-        assert textindex.verify(session) == 2
+    config = tmp_path / "hub.toml"
+    config.write_text(f'[hub]\ndatabase_url = "{sqlite_database.url}"\n')
+    assert hub_main(["--config", str(config), "db", "check-index"]) == 1
+    assert "does not match" in capsys.readouterr().err
+    assert hub_main(["--config", str(config), "db", "check-index", "--rebuild"]) == 0
+    assert "2 texts of the stored reads, all indexed" in capsys.readouterr().out
     assert found(sqlite_database, "9QQQ999") == {read.read_id} and found(sqlite_database, "7A8C123") == set()
 
 
