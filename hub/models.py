@@ -147,7 +147,9 @@ class Read(Base):
 
     __tablename__ = "reads"
     __table_args__ = (
-        Index("ix_reads_plate", "plate"),
+        # PostgreSQL only: SQLite finds plates through its FTS5 text index (hub.textindex), which spares
+        # it a random-key B-tree insert a read.
+        Index("ix_reads_plate", "plate").ddl_if(dialect="postgresql"),
         Index("ix_reads_best_utc", "best_utc"),
         Index("ix_reads_node_best", "node_id", "best_utc"),
         Index("ix_reads_lat_lon", "latitude", "longitude"),

@@ -1301,7 +1301,10 @@ def find_reads_by_plate(
     limit: int | None = None,
 ) -> list[Read]:
     """Reads of exactly ``plate`` (normalised first), newest first; ``since <= best_utc < until``."""
-    statement = select(Read).where(Read.plate == normalize_plate(plate))
+    normalized = normalize_plate(plate)
+    if not normalized:
+        return []
+    statement = select(Read).where(Read.plate == normalized, *textindex.plate_lookup(session, normalized))
     return list(session.scalars(_filtered(statement, since, until, node_id, limit)))
 
 
@@ -1316,13 +1319,13 @@ def find_reads_by_prefix(
 ) -> list[Read]:
     """Reads whose plate starts with ``prefix`` (normalised first), newest first, at most ``limit``.
 
-    Written as the range ``prefix <= plate < upper`` so both databases use the ``plate`` b-tree
-    (``LIKE 'ABC%'`` would not on PostgreSQL outside the C collation).
+    Written as the range ``prefix <= plate < upper`` so that PostgreSQL uses the ``plate`` b-tree
+    (``LIKE 'ABC%'`` would not outside the C collation); SQLite narrows through its text index.
     """
     normalized = normalize_plate(prefix)
     if not normalized:
         raise ValueError("a plate prefix needs at least one letter or digit")
-    statement = select(Read).where(Read.plate >= normalized)
+    statement = select(Read).where(Read.plate >= normalized, *textindex.plate_lookup(session, normalized, prefix=True))
     upper = prefix_upper_bound(normalized)
     if upper is not None:
         statement = statement.where(Read.plate < upper)

@@ -75,6 +75,22 @@ def matching_read_ids(session: Session, texts: Iterable[str]) -> Select[Any]:
     return select(Read.read_id).where(literal_column("reads.rowid").in_(rowids))
 
 
+POSTGRESQL_ONLY_INDEXES = frozenset({"ix_reads_plate"})
+"""Indexes SQLite goes without: its FTS5 index finds reads by plate and plate prefix."""
+
+
+def plate_lookup(session: Session, plate: str, *, prefix: bool = False) -> list[ColumnElement[bool]]:
+    """What lets the database find reads of ``plate`` (or plates starting with it) fast, beside the caller's
+    own conditions on ``reads.plate``: nothing on PostgreSQL (``ix_reads_plate`` serves those conditions);
+    on SQLite, the reads whose texts (plate or candidate) include one like it, from the FTS5 index."""
+    if session.get_bind().dialect.name != "sqlite":
+        return []
+    join_texts([plate])
+    query = f'"{plate}" *' if prefix else f'"{plate}"'
+    rowids = text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :plate_query").bindparams(plate_query=query)
+    return [literal_column("reads.rowid").in_(rowids)]
+
+
 def add_text(session: Session, read: Read, plate: str) -> None:
     """Make ``read`` findable by ``plate`` too (a corrected plate)."""
     if plate in split_texts(read.search_texts):

@@ -971,11 +971,12 @@ def fill_reads(backend: Backend, engine: Engine, node_id: int, count: int, plate
         "INSERT INTO reads (read_id, node_id, camera_id, plate, confidence, candidates, region, box, "
         "char_confidences, first_seen_utc, best_utc, last_seen_utc, received_utc, time_source, clock_suspect, "
         "direction, observations, latitude, longitude, gps, crop_sha256, context_sha256, software_version, "
-        "model_versions) "
-        f"SELECT {read_id}, :node, 'front', {plate_sql(backend, '(i % :plates)')}, 0.9, {json_empty}, 'us-ca', "
+        "model_versions, search_texts) "
+        f"SELECT {read_id}, :node, 'front', plate, 0.9, {json_empty}, 'us-ca', "
         f"{json_box}, {json_empty}, ts, ts, ts, ts, 'gps', {false}, 'unknown', 1, 32.7 + (i % 1000) * 0.0001, "
-        f"-117.1 - (i % 997) * 0.0001, NULL, NULL, NULL, 'bench', {json_map} "
-        f"FROM (SELECT i, {ts} AS ts FROM {series_sql(backend)}) AS numbered"
+        f"-117.1 - (i % 997) * 0.0001, NULL, NULL, NULL, 'bench', {json_map}, plate "
+        f"FROM (SELECT i, {ts} AS ts, {plate_sql(backend, '(i % :plates)')} AS plate "
+        f"FROM {series_sql(backend)}) AS numbered"
     )
     chunk = 1_000_000
     for lo in range(1, count + 1, chunk):

@@ -99,7 +99,7 @@ def _conditions(session: Session, query: SearchQuery) -> list[ColumnElement[bool
     if query.fuzzy:
         conditions.append(_any_text_in(session, lookalike_variants(query.fuzzy, 1)))
     if query.pattern:
-        conditions.extend(_pattern(query.pattern))
+        conditions.extend(_pattern(session, query.pattern))
     if query.from_utc:
         conditions.append(Read.best_utc >= query.from_utc)
     if query.to_utc:
@@ -127,11 +127,13 @@ def _any_text_in(session: Session, texts: set[str]) -> ColumnElement[bool]:
     return Read.read_id.in_(matching) if len(ids) > MAX_ID_LIST else Read.read_id.in_(sorted(ids))
 
 
-def _pattern(pattern: str) -> list[ColumnElement[bool]]:
-    """``LIKE`` for the pattern, plus a range on its literal prefix so the plate index does the work."""
+def _pattern(session: Session, pattern: str) -> list[ColumnElement[bool]]:
+    """``LIKE`` for the pattern, plus a range on its literal prefix so the plate index does the work
+    (on SQLite, the text index: ``textindex.plate_lookup``)."""
     conditions: list[ColumnElement[bool]] = [Read.plate.like(pattern.replace("*", "%").replace("?", "_"))]
     prefix = re.split(r"[*?]", pattern, maxsplit=1)[0]
     if prefix:
+        conditions.extend(textindex.plate_lookup(session, prefix, prefix=True))
         conditions.append(Read.plate >= prefix)
         upper = prefix_upper_bound(prefix)
         if upper is not None:

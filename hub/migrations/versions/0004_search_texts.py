@@ -1,10 +1,12 @@
-"""``reads.search_texts``, and on SQLite an FTS5 index over it instead of ``read_candidate_texts`` rows.
+"""``reads.search_texts``, and on SQLite an FTS5 index over it instead of ``read_candidate_texts`` rows
+and the plate B-tree.
 
 A read's plate and likely candidates, space-separated, on the read itself; SQLite indexes them with an
 FTS5 table kept by triggers (``hub/textindex.py`` says why), so its ``read_candidate_texts`` rows are
-moved into the column and deleted. PostgreSQL keeps its rows and gains the column (filled the same way).
-Frozen like the others: it imports nothing from the hub. A later migration that rebuilds ``reads`` on
-SQLite (``batch_alter_table`` in recreate mode) drops the triggers and must make them again.
+moved into the column and deleted, and ``ix_reads_plate`` dropped (plate searches go through FTS5).
+PostgreSQL keeps its rows and its plate index and gains the column (filled the same way). Frozen like
+the others: it imports nothing from the hub. A later migration that rebuilds ``reads`` on SQLite
+(``batch_alter_table`` in recreate mode) drops the triggers and must make them again.
 
 Revision ID: 0004
 Revises: 0003
@@ -53,6 +55,7 @@ def upgrade() -> None:
         for statement in SQLITE_INDEX:
             op.execute(statement)
         op.execute("DELETE FROM read_candidate_texts")
+        op.drop_index("ix_reads_plate", table_name="reads")  # plates are found through the FTS index
 
 
 def downgrade() -> None:
@@ -65,5 +68,6 @@ def downgrade() -> None:
         for statement in ("reads_texts_update", "reads_texts_delete", "reads_texts_insert"):
             op.execute(f"DROP TRIGGER {statement}")
         op.execute(f"DROP TABLE {FTS}")
+        op.create_index("ix_reads_plate", "reads", ["plate"], unique=False)
     with op.batch_alter_table("reads") as batch:
         batch.drop_column("search_texts")
