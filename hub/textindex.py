@@ -23,7 +23,19 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, Dialect, Select, case, false, func, literal_column, select, text
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Dialect,
+    Select,
+    bindparam,
+    case,
+    false,
+    func,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
@@ -68,11 +80,9 @@ def matching_read_ids(session: Session, texts: Iterable[str]) -> Select[Any]:
     if not wanted:
         return select(Read.read_id).where(false())
     join_texts(wanted)  # refuses anything but plate characters (on SQLite they become the query's syntax)
-    if session.get_bind().dialect.name != "sqlite":
+    if not _on_sqlite(session):
         return select(ReadCandidateText.read_id).where(ReadCandidateText.text.in_(wanted))
-    query = " OR ".join(f'"{each}"' for each in wanted)
-    rowids = text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :query").bindparams(query=query)
-    return select(Read.read_id).where(literal_column("reads.rowid").in_(rowids))
+    return select(Read.read_id).where(_fts_match(" OR ".join(f'"{each}"' for each in wanted)))
 
 
 POSTGRESQL_ONLY_INDEXES = frozenset({"ix_reads_plate"})
@@ -83,12 +93,22 @@ def plate_lookup(session: Session, plate: str, *, prefix: bool = False) -> list[
     """What lets the database find reads of ``plate`` (or plates starting with it) fast, beside the caller's
     own conditions on ``reads.plate``: nothing on PostgreSQL (``ix_reads_plate`` serves those conditions);
     on SQLite, the reads whose texts (plate or candidate) include one like it, from the FTS5 index."""
-    if session.get_bind().dialect.name != "sqlite":
+    if not _on_sqlite(session):
         return []
     join_texts([plate])
-    query = f'"{plate}" *' if prefix else f'"{plate}"'
-    rowids = text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :plate_query").bindparams(plate_query=query)
-    return [literal_column("reads.rowid").in_(rowids)]
+    return [_fts_match(f'"{plate}" *' if prefix else f'"{plate}"')]
+
+
+def _on_sqlite(session: Session) -> bool:
+    return session.get_bind().dialect.name == "sqlite"
+
+
+def _fts_match(query: str) -> ColumnElement[bool]:
+    """The reads whose texts match an FTS5 query (built here from checked plate texts only)."""
+    rowids = text(f"SELECT rowid FROM {FTS_TABLE} WHERE {FTS_TABLE} MATCH :fts_query").bindparams(
+        bindparam("fts_query", query, unique=True)  # unique: a search may hold more than one
+    )
+    return literal_column("reads.rowid").in_(rowids)
 
 
 def add_text(session: Session, read: Read, plate: str) -> None:
@@ -115,7 +135,7 @@ def rebuild(connection: Connection) -> None:
 def verify(session: Session) -> int:
     """How many texts the reads hold; raises ``TextIndexError`` if the index does not hold exactly them."""
     expected = int(session.scalar(select(text_count(Read.search_texts))) or 0)
-    if session.get_bind().dialect.name == "sqlite":
+    if _on_sqlite(session):
         try:  # rank 1: check the index against the content table (reads), not only its own structure
             session.execute(text(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}, rank) VALUES ('integrity-check', 1)"))
         except DatabaseError as error:

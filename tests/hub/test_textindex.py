@@ -116,3 +116,16 @@ def test_migration_0004_moves_the_texts_both_ways(database: Database, node_id: i
             read_id: joined.split()[0] for read_id, joined in session.execute(select(Read.read_id, Read.search_texts))
         }
         assert plates == {reads[0].read_id: "7ABC123", reads[1].read_id: "8XYZ999"}  # the plate first
+
+
+def test_plate_lookups_combine_in_one_query(database: Database, node_id: int) -> None:
+    read, other = make_record(), make_record(plate="7ABD000", candidates=[])
+    store_reads(database.sessions, [read, other], node_id, IMAGES)
+    with database.sessions() as session:
+        exact = textindex.plate_lookup(session, "7ABC123")
+        prefix = textindex.plate_lookup(session, "7AB", prefix=True)
+        # As the callers use them: beside their own conditions on the plate, which pick the rows.
+        both = select(Read.read_id).where(Read.plate == "7ABC123", Read.plate >= "7AB", *exact, *prefix)
+        assert list(session.scalars(both)) == [read.read_id]
+        starting = select(Read.read_id).where(Read.plate >= "7AB", Read.plate < "7AC", *prefix)
+        assert sorted(session.scalars(starting)) == sorted([read.read_id, other.read_id])
