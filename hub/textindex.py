@@ -89,6 +89,12 @@ POSTGRESQL_ONLY_INDEXES = frozenset({"ix_reads_plate"})
 """Indexes SQLite goes without: its FTS5 index finds reads by plate and plate prefix."""
 
 
+def include_object_on_sqlite(_object: object, name: str | None, type_: str, _reflected: bool, _compare: object) -> bool:
+    """Alembic's ``include_object`` on SQLite: the indexes made on PostgreSQL only (``ddl_if``) are not
+    missing there."""
+    return not (type_ == "index" and name in POSTGRESQL_ONLY_INDEXES)
+
+
 def plate_lookup(session: Session, plate: str, *, prefix: bool = False) -> list[ColumnElement[bool]]:
     """What lets the database find reads of ``plate`` (or plates starting with it) fast, beside the caller's
     own conditions on ``reads.plate``: nothing on PostgreSQL (``ix_reads_plate`` serves those conditions);
@@ -100,7 +106,7 @@ def plate_lookup(session: Session, plate: str, *, prefix: bool = False) -> list[
 
 
 def _on_sqlite(session: Session) -> bool:
-    return session.get_bind().dialect.name == "sqlite"
+    return not uses_rows(session.get_bind().dialect)
 
 
 def _fts_match(query: str) -> ColumnElement[bool]:
@@ -116,7 +122,7 @@ def add_text(session: Session, read: Read, plate: str) -> None:
     if plate in split_texts(read.search_texts):
         return
     read.search_texts = join_texts([*split_texts(read.search_texts), plate])  # the SQLite triggers re-index it
-    if uses_rows(session.get_bind().dialect):
+    if not _on_sqlite(session):
         session.add(ReadCandidateText(read_id=read.read_id, text=plate))
 
 
@@ -128,7 +134,7 @@ def text_count(search_texts: ColumnElement[str] | InstrumentedAttribute[str]) ->
 
 def rebuild(connection: Connection) -> None:
     """Rebuild SQLite's FTS index from ``reads.search_texts`` (after a ``VACUUM``); nothing on PostgreSQL."""
-    if connection.dialect.name == "sqlite":
+    if not uses_rows(connection.dialect):
         connection.exec_driver_sql(f"INSERT INTO {FTS_TABLE} ({FTS_TABLE}) VALUES ('rebuild')")
 
 

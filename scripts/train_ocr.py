@@ -65,23 +65,6 @@ def slot_texts(probs: np.ndarray) -> list[str]:
     return ["".join(ALPHABET[k] for k in row).replace(PAD, "") for row in probs.argmax(axis=-1)]
 
 
-def export_onnx(model: nn.Module, path: Path, output: str = "probs") -> None:
-    """Export a reader (left in eval mode) with input ``image`` and output ``output``, any batch size."""
-    model.eval()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.onnx.export(
-        model,
-        (torch.zeros(1, 1, OCR_H, OCR_W),),
-        str(path),
-        input_names=["image"],
-        output_names=[output],
-        dynamic_axes={"image": {0: "n"}, output: {0: "n"}},
-        opset_version=17,
-        dynamo=False,
-    )
-    logger.info("exported %s (%.2f MB)", path, path.stat().st_size / 1e6)
-
-
 class _Probabilities(nn.Module):
     """What the engine runs: the CTC head's per-column probabilities (N x 20 x classes, ``ctc_probs``)."""
 
@@ -94,7 +77,20 @@ class _Probabilities(nn.Module):
 
 
 def export_ctc_onnx(model: PlateCtcNet, path: Path) -> None:
-    export_onnx(_Probabilities(model), path, "ctc_probs")
+    """Export the reader as the engine runs it: input ``image``, output ``ctc_probs``, any batch size."""
+    model.eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        _Probabilities(model),
+        (torch.zeros(1, 1, OCR_H, OCR_W),),
+        str(path),
+        input_names=["image"],
+        output_names=["ctc_probs"],
+        dynamic_axes={"image": {0: "n"}, "ctc_probs": {0: "n"}},
+        opset_version=17,
+        dynamo=False,
+    )
+    logger.info("exported %s (%.2f MB)", path, path.stat().st_size / 1e6)
     model.train()
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import Connection
 
 from hub.db import DEFAULT_URL, make_engine
 from hub.models import Base
-from hub.textindex import POSTGRESQL_ONLY_INDEXES, include_name
+from hub.textindex import include_name, include_object_on_sqlite
 
 _ADVISORY_LOCK_ID = 0x414C5052  # "ALPR"
 
@@ -43,11 +43,6 @@ def run_migrations_offline() -> None:
         context.run_migrations()
 
 
-def _sqlite_object(_object: object, name: str | None, type_: str, _reflected: bool, _compare_to: object) -> bool:
-    """Autogenerate on SQLite: the indexes made on PostgreSQL only (``ddl_if``) are not missing there."""
-    return not (type_ == "index" and name in POSTGRESQL_ONLY_INDEXES)
-
-
 def _run(connection: Connection) -> None:
     sqlite = connection.dialect.name == "sqlite"
     context.configure(
@@ -55,7 +50,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=sqlite,
         include_name=include_name,
-        include_object=_sqlite_object if sqlite else None,
+        include_object=include_object_on_sqlite if sqlite else None,
         transactional_ddl=True,
     )
     with context.begin_transaction():

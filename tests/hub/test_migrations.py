@@ -15,16 +15,20 @@ from sqlalchemy import Engine, UniqueConstraint, inspect, text
 
 from hub.db import DEFAULT_URL, MIGRATIONS_DIR, alembic_config, downgrade, make_engine, normalize_url, upgrade
 from hub.models import Base
-from hub.textindex import FTS_TABLE, POSTGRESQL_ONLY_INDEXES, include_name, is_index_table
+from hub.textindex import (
+    FTS_TABLE,
+    POSTGRESQL_ONLY_INDEXES,
+    include_name,
+    include_object_on_sqlite,
+    is_index_table,
+)
 
 
 def _schema_differences(engine: Engine) -> list[object]:
     with engine.connect() as connection:
         opts: dict[str, Any] = {"include_name": include_name}
         if connection.dialect.name == "sqlite":
-            opts["include_object"] = lambda _o, name, type_, _r, _c: (
-                not (type_ == "index" and name in POSTGRESQL_ONLY_INDEXES)
-            )
+            opts["include_object"] = include_object_on_sqlite  # as the migrations' env.py does
         context = MigrationContext.configure(connection, opts=opts)
         differences: list[object] = compare_metadata(context, Base.metadata)
         return differences
