@@ -122,6 +122,11 @@ class NodeHealthSample(Base):
 class Image(Base):
     """A JPEG, addressed by the SHA-256 of its bytes: kept in ``data`` or on disk at ``path``.
 
+    Reads refer to it by ``id``, a number that grows with each image stored, not by its hash: the reads'
+    index on that reference, which keeps image clean-up (and the foreign key's check when an image is
+    deleted) from scanning every read, then grows at its end instead of taking each insert at a random
+    place (``docs/benchmarks.md``). The hash stays unique: it is what ingest de-duplicates by.
+
     ``path`` is relative to the image store's root, so the root can move: an append-only pack file
     (``packs/<day>/<name>.pack``) holding the bytes at ``pack_offset`` (``size`` of them), or, where
     ``pack_offset`` is null, a file of its own (``ab/cd/<sha256>.jpg``).
@@ -131,9 +136,11 @@ class Image(Base):
     __table_args__ = (
         # Retention finds the images left in a pack file through it.
         Index("ix_images_path", "path"),
+        UniqueConstraint("sha256"),
     )
 
-    sha256: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # "crop" or "context"
     size: Mapped[int] = mapped_column(Integer)
     data: Mapped[bytes | None] = mapped_column(LargeBinary)
@@ -153,9 +160,9 @@ class Read(Base):
         Index("ix_reads_best_utc", "best_utc"),
         Index("ix_reads_node_best", "node_id", "best_utc"),
         Index("ix_reads_lat_lon", "latitude", "longitude"),
-        # Not for searching: they keep image clean-up from scanning every read per image.
-        Index("ix_reads_crop_sha256", "crop_sha256"),
-        Index("ix_reads_context_sha256", "context_sha256"),
+        # Not for searching: they keep image clean-up (and deleting an image) from scanning every read.
+        Index("ix_reads_crop_image_id", "crop_image_id"),
+        Index("ix_reads_context_image_id", "context_image_id"),
     )
 
     read_id: Mapped[str] = mapped_column(String(36), primary_key=True)  # the edge's UUIDv7
@@ -178,8 +185,15 @@ class Read(Base):
     latitude: Mapped[float | None] = mapped_column(Float)
     longitude: Mapped[float | None] = mapped_column(Float)
     gps: Mapped[dict[str, Any] | None] = _json(nullable=True)
-    crop_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"))
-    context_sha256: Mapped[str | None] = mapped_column(ForeignKey("images.sha256"))
+    # The images' hashes, as the read's own record of them; the ids are the references that keep them.
+    crop_sha256: Mapped[str | None] = mapped_column(String(64))
+    context_sha256: Mapped[str | None] = mapped_column(String(64))
+    crop_image_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("images.id")
+    )
+    context_image_id: Mapped[int | None] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("images.id")
+    )
     software_version: Mapped[str] = mapped_column(String(64), default="")
     model_versions: Mapped[dict[str, str]] = _json()
     # The plate and every candidate likely enough to search by, space-separated (hub.textindex indexes it).

@@ -37,7 +37,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, sessionmaker
 
 from hub import textindex
 from hub.models import EvidenceHold, Hit, Image, Read, ReadCandidateText, RetentionRun, utcnow
-from hub.storage import ImageStore
+from hub.storage import ImageStore, no_read_refers_to_image
 
 logger = logging.getLogger(__name__)
 
@@ -206,9 +206,7 @@ class RetentionJob:
         purgeable = _purgeable_reads(reads_cutoff, hits_cutoff)
         kept = ~purgeable
         # An image goes when every read referring to it goes (or none refers to it already).
-        images_going = ~exists().where(Read.crop_sha256 == Image.sha256, kept) & ~exists().where(
-            Read.context_sha256 == Image.sha256, kept
-        )
+        images_going = no_read_refers_to_image(kept)
         old_unheld = (Read.best_utc < reads_cutoff) & ~_active_hold(Read.read_id)
         with self.sessions() as session:
             return {

@@ -110,11 +110,14 @@ _SQLITE_PAGE_ROWS = 500
 
 @dataclass(frozen=True)
 class _BulkInsert:
-    """A bulk ``INSERT ... ON CONFLICT DO NOTHING [RETURNING key]`` for one table and dialect.
+    """A bulk ``INSERT ... ON CONFLICT DO NOTHING [RETURNING ...]`` for one table and dialect.
 
-    Rows are dicts with every column. Values go through each column type's SQLAlchemy bind processing
-    (JSON, ``UTCDateTime``), and the statement goes to the driver as text, without SQLAlchemy's
-    per-row parameter machinery (the bulk of the cost of a group):
+    Rows are dicts with every column the statement inserts (a key the database numbers itself, such as
+    ``images.id``, is left out), bar its *late* columns: values only known in the transaction (the
+    images' ids a read refers to), given to :meth:`execute_bound` beside rows bound beforehand.
+    Values go through each column type's SQLAlchemy bind processing (JSON, ``UTCDateTime``), and the
+    statement goes to the driver as text, without SQLAlchemy's per-row parameter machinery (the bulk
+    of the cost of a group):
 
     - SQLite: multi-row ``VALUES`` pages, one statement text per page size (cached by the driver);
     - PostgreSQL: ``INSERT ... SELECT ... FROM json_populate_recordset(NULL::<table>, <JSON array>)``,
@@ -131,13 +134,17 @@ class _BulkInsert:
     row_marks: str
     """SQLite: ``(?, ?, ...)`` for one row."""
     columns: tuple[str, ...]
+    """Every column inserted, the late ones last."""
     binds: tuple[tuple[str, _Encoder | None], ...]
-    """Each column with its bind processor (SQLite) or its JSON encoder (PostgreSQL), if any."""
-    returns: bool
+    """Each column but the late ones with its bind processor (SQLite) or its JSON encoder (PostgreSQL), if any."""
+    late: tuple[str, ...]
+    """Columns whose values come with :meth:`execute_bound`: plain integers or None (no bind processing)."""
+    returning: tuple[str, ...]
 
     def bind(self, row: Mapping[str, Any]) -> Any:
-        """``row`` (every column) as this statement sends it: processed values in column order (SQLite), or
-        a dict of JSON-ready values (PostgreSQL). Pure computation, so it may run on another thread."""
+        """``row`` (every column but the late ones) as this statement sends it: processed values in column
+        order (SQLite), or a dict of JSON-ready values (PostgreSQL). Pure computation, so it may run on
+        another thread."""
         if self.dialect == "postgresql":
             bound = dict(row)
             for name, encode in self.binds:
@@ -147,13 +154,20 @@ class _BulkInsert:
         return tuple([process(row[name]) if process is not None else row[name] for name, process in self.binds])
 
     def execute(self, connection: Connection, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-        """Insert ``rows`` (dicts with every column); the returned keys of those inserted (empty without RETURNING)."""
+        """Insert ``rows`` (dicts with every column); what RETURNING gives for those inserted (empty without)."""
         return self.execute_bound(connection, [self.bind(row) for row in rows])
 
-    def execute_bound(self, connection: Connection, rows: Sequence[Any]) -> list[Any]:
-        """Insert rows made by :meth:`bind`; the returned keys of those inserted (empty without RETURNING)."""
+    def execute_bound(
+        self, connection: Connection, rows: Sequence[Any], late: Sequence[tuple[Any, ...]] | None = None
+    ) -> list[Any]:
+        """Insert rows made by :meth:`bind`, each with its values of the late columns from ``late`` (in the
+        same order); what RETURNING gives for those inserted: the column's values, or rows of several."""
         if not rows:
             return []
+        if self.late:
+            if late is None or len(late) != len(rows):
+                raise StorageError(f"the late columns {self.late} need a value for each row")
+            rows = self._with_late(rows, late)
         if self.dialect == "postgresql":
             return self._run(connection, self.sql, (json_dumps(rows),))
         limit = connection.connection.driver_connection.getlimit(  # type: ignore[union-attr]
@@ -167,9 +181,16 @@ class _BulkInsert:
             returned += self._run(connection, sql, tuple(value for row in chunk for value in row))
         return returned
 
+    def _with_late(self, rows: Sequence[Any], late: Sequence[tuple[Any, ...]]) -> list[Any]:
+        if self.dialect == "postgresql":
+            return [row | dict(zip(self.late, values, strict=True)) for row, values in zip(rows, late, strict=True)]
+        return [row + values for row, values in zip(rows, late, strict=True)]
+
     def _run(self, connection: Connection, sql: str, parameters: tuple[Any, ...]) -> list[Any]:
         result = connection.exec_driver_sql(sql, parameters)
-        return list(result.scalars()) if self.returns else []
+        if len(self.returning) > 1:
+            return [tuple(row) for row in result]
+        return list(result.scalars()) if self.returning else []
 
 
 _BulkName = Literal["images", "reads", "texts"]
@@ -198,28 +219,33 @@ def _bulk(dialect: Dialect, name: _BulkName) -> _BulkInsert:
     return built[name]
 
 
+_BULK_SHAPES: dict[_BulkName, tuple[Table, tuple[str, ...], tuple[str, ...], frozenset[str], tuple[str, ...]]] = {
+    # table, conflict target, RETURNING, columns left to the database, late columns
+    "images": (_IMAGES, ("sha256",), ("sha256", "id"), frozenset({"id"}), ()),
+    "reads": (_READS, ("read_id",), ("read_id",), frozenset(), ("crop_image_id", "context_image_id")),
+    "texts": (_TEXTS, ("read_id", "text"), (), frozenset(), ()),
+}
+
+
 def _build_bulk(dialect: Dialect, name: _BulkName) -> _BulkInsert:
-    table, conflict, returning = {
-        "images": (_IMAGES, ["sha256"], "sha256"),
-        "reads": (_READS, ["read_id"], "read_id"),
-        "texts": (_TEXTS, ["read_id", "text"], None),
-    }[name]
+    table, conflict, returning, skipped, late = _BULK_SHAPES[name]
     quote = dialect.identifier_preparer.quote
     target = dialect.identifier_preparer.format_table(table)
-    columns = tuple(column.name for column in table.columns)
+    bound = [column for column in table.columns if column.name not in skipped and column.name not in late]
+    columns = (*(column.name for column in bound), *late)
     names = ", ".join(quote(column) for column in columns)
     tail = f" ON CONFLICT ({', '.join(quote(column) for column in conflict)}) DO NOTHING"
-    if returning is not None:
-        tail += f" RETURNING {quote(returning)}"
+    if returning:
+        tail += f" RETURNING {', '.join(quote(column) for column in returning)}"
     if dialect.name == "postgresql":
         sql = f"INSERT INTO {target} ({names}) SELECT {names} FROM json_populate_recordset(NULL::{target}, %s::json)"
-        binds = tuple((column.name, _json_encoder(column, dialect)) for column in table.columns)
-        bulk = _BulkInsert(dialect.name, sql + tail, "", "", columns, binds, returning is not None)
+        binds = tuple((column.name, _json_encoder(column, dialect)) for column in bound)
+        bulk = _BulkInsert(dialect.name, sql + tail, "", "", columns, binds, late, returning)
     elif dialect.name == "sqlite":
-        binds = tuple((column.name, _sqlite_encoder(column, dialect)) for column in table.columns)
+        binds = tuple((column.name, _sqlite_encoder(column, dialect)) for column in bound)
         marks = f"({', '.join('?' for _ in columns)})"
         sql = f"INSERT INTO {target} ({names}) VALUES"
-        bulk = _BulkInsert(dialect.name, sql, tail, marks, columns, binds, returning is not None)
+        bulk = _BulkInsert(dialect.name, sql, tail, marks, columns, binds, late, returning)
     else:
         raise StorageError(f"unsupported database dialect {dialect.name!r}")
     return bulk
@@ -352,8 +378,11 @@ class ImageStore:
             _make_durable(self.root, written)
         return digest
 
-    def _stage(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> _Staged:
-        """Insert the rows of the images not stored yet and, in disk mode, write their bytes to a pack, unsynced.
+    def _stage(
+        self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]
+    ) -> tuple[_Staged, dict[str, int]]:
+        """Insert the rows of the images not stored yet and, in disk mode, write their bytes to a pack, unsynced;
+        return that and every image's id (by hash), for the reads that refer to them.
 
         ``images`` are ``(sha256, data, kind)``, distinct, in hash order (the lock order). The caller
         makes the result durable before it commits and releases it once the transaction has ended
@@ -364,10 +393,10 @@ class ImageStore:
         naming them; retention drops them with the pack.
         """
         if not images:
-            return _Staged()
+            return _Staged(), {}
         if self.mode == "db" or self._packs is None:
-            self._insert_image_rows(connection, [(d, data, kind, None, None) for d, data, kind in images])
-            return _Staged()
+            inserted = self._insert_image_rows(connection, [(d, data, kind, None, None) for d, data, kind in images])
+            return _Staged(), self._ids(connection, images, inserted)
         # Room for every image is reserved in the pack first, so the rows can name their offsets; only
         # the images whose rows this transaction inserted are written (the others' slots stay holes).
         appended = self._packs.reserve([len(data) for _, data, _ in images])
@@ -375,20 +404,36 @@ class ImageStore:
             placed = list(zip(images, appended.offsets, strict=True))
             rows = [(digest, data, kind, appended.relative, offset) for (digest, data, kind), offset in placed]
             inserted = self._insert_image_rows(connection, rows)
+            ids = self._ids(connection, images, inserted)
             new = [(offset, data) for (digest, data, _kind), offset in placed if digest in inserted]
             if not new:
                 appended.release()
-                return _Staged()
+                return _Staged(), ids
             appended.write(new)
             appended.start_sync()
         except BaseException:
             appended.release()
             raise
-        return _Staged(appended)
+        return _Staged(appended), ids
+
+    @staticmethod
+    def _ids(
+        connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]], inserted: dict[str, int]
+    ) -> dict[str, int]:
+        """Every image's id: those inserted by this transaction, then those stored before (looked up)."""
+        stored_before = [digest for digest, _data, _kind in images if digest not in inserted]
+        if not stored_before:
+            return inserted
+        found = connection.execute(select(Image.sha256, Image.id).where(Image.sha256.in_(stored_before))).all()
+        ids = inserted | {digest: image_id for digest, image_id in found}
+        if len(ids) != len(images):  # another hub process's retention deleted one since the insert
+            raise StorageError("an image was deleted while its read was being stored; store the read again")
+        return ids
 
     def _insert_image_rows(
         self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind, str | None, int | None]]
-    ) -> set[str]:
+    ) -> dict[str, int]:
+        """Insert the rows of images not stored yet; the ids of those inserted, by hash."""
         now = datetime.now(UTC)
         rows = [
             {
@@ -402,7 +447,7 @@ class ImageStore:
             }
             for digest, data, kind, path, offset in images
         ]
-        return set(_bulk(connection.dialect, "images").execute(connection, rows))
+        return dict(_bulk(connection.dialect, "images").execute(connection, rows))
 
     def _stage_files(self, connection: Connection, images: Sequence[tuple[str, bytes, ImageKind]]) -> _FileWrites:
         """Insert the images' rows (one statement) and, in disk mode, start writing a file for each, unsynced.
@@ -430,7 +475,7 @@ class ImageStore:
 
     def get(self, session: Session, sha256: str) -> bytes:
         """The image's bytes, checked against its hash."""
-        image = session.get(Image, sha256)
+        image = session.execute(select(Image).where(Image.sha256 == sha256)).scalar_one_or_none()
         if image is None:
             raise ImageNotFoundError(f"no image {sha256}")
         if image.data is not None:
@@ -467,11 +512,8 @@ class ImageStore:
         been moved to files of their own in the same transaction (see :meth:`_drop_packs`): deleted
         images leave no bytes behind. A pack still being written is dealt with by a later call.
         """
-        unreferenced = ~exists().where(Read.crop_sha256 == Image.sha256) & ~exists().where(
-            Read.context_sha256 == Image.sha256
-        )
         deleted = session.execute(
-            delete(Image).where(unreferenced).returning(Image.sha256, Image.path, Image.pack_offset),
+            delete(Image).where(no_read_refers_to_image()).returning(Image.sha256, Image.path, Image.pack_offset),
             execution_options={"synchronize_session": False},
         ).all()
         emptied: set[str] = set()
@@ -516,17 +558,19 @@ class ImageStore:
                     drop.append(relative)  # a pack no row names (left by a crash before any commit)
                 continue
             kept = session.execute(
-                select(Image.sha256, Image.size, Image.pack_offset).where(Image.path == relative).with_for_update()
+                select(Image.id, Image.sha256, Image.size, Image.pack_offset)
+                .where(Image.path == relative)
+                .with_for_update()
             ).all()
             try:
-                for digest, size, offset in kept:
+                for image_id, digest, size, offset in kept:
                     data = self._read_file(digest, relative, offset, size)
                     if sha256_hex(data) != digest:
                         raise ImageIntegrityError(f"image {digest} does not match its hash")
                     target = self._file(self.relative_path(digest))
                     _write_unsynced(target, data)
                     moved.append(target)
-                    updates.append({"sha256": digest, "path": self.relative_path(digest), "pack_offset": None})
+                    updates.append({"id": image_id, "path": self.relative_path(digest), "pack_offset": None})
             except StorageError:
                 logger.exception("images: pack %s kept: an image in it cannot be moved out", relative)
                 continue
@@ -543,6 +587,15 @@ class ImageStore:
         if self.root is None:
             raise ImageNotFoundError("image is stored on disk but the image store has no root")
         return self.root / relative
+
+
+def no_read_refers_to_image(*reads_where: ColumnElement[bool]) -> ColumnElement[bool]:
+    """True of an ``images`` row no read refers to (of the reads meeting ``reads_where``, if given).
+
+    Through the reads' image-id indexes: one probe each, never a scan of the reads."""
+    return ~exists().where(Read.crop_image_id == Image.id, *reads_where) & ~exists().where(
+        Read.context_image_id == Image.id, *reads_where
+    )
 
 
 PACKS_FOLDER = "packs"
@@ -1180,10 +1233,16 @@ def _insert_reads(
             for read in unique:
                 if read.context_sha256 is not None and read.record.context_jpeg:
                     kinds.setdefault(read.context_sha256, (read.record.context_jpeg, "context"))
-            staged = images._stage(connection, [(digest, data, kind) for digest, (data, kind) in sorted(kinds.items())])
+            staged, ids = images._stage(
+                connection, [(digest, data, kind) for digest, (data, kind) in sorted(kinds.items())]
+            )
             bulk = _bulk(dialect, "reads")
             rows = [read.bound if read.dialect is dialect else bulk.bind(read.row) for read in unique]
-            inserted = set(bulk.execute_bound(connection, rows))
+            image_ids = [
+                (ids[read.crop_sha256], None if read.context_sha256 is None else ids[read.context_sha256])
+                for read in unique
+            ]
+            inserted = set(bulk.execute_bound(connection, rows, image_ids))
             if textindex.uses_rows(dialect):  # on SQLite, reads.search_texts is indexed by triggers
                 texts = [
                     {"read_id": read.read_id, "text": text}

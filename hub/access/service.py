@@ -230,10 +230,11 @@ class ComplianceService:
 
     def view_image(self, actor: Actor, sha256: str, purpose: str) -> bytes:
         def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
-            read = session.execute(
-                select(Read).where((Read.crop_sha256 == sha256) | (Read.context_sha256 == sha256)).limit(1)
-            ).scalar_one_or_none()
-            if read is None or session.get(Image, sha256) is None:
+            image_id = session.scalar(select(Image.id).where(Image.sha256 == sha256))
+            read = None if image_id is None else session.scalars(
+                select(Read).where((Read.crop_image_id == image_id) | (Read.context_image_id == image_id)).limit(1)
+            ).first()  # fmt: skip
+            if read is None:
                 raise NotFound("no such image")
             return Outcome(self.images.get(session, sha256), result_count=1,
                            query={"image": sha256, "read_id": read.read_id, "plate": read.plate})  # fmt: skip

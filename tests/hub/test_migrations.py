@@ -11,10 +11,12 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, UniqueConstraint, inspect, text
+from sqlalchemy import Engine, UniqueConstraint, delete, inspect, text
 
+from hub import textindex
 from hub.db import DEFAULT_URL, MIGRATIONS_DIR, alembic_config, downgrade, make_engine, normalize_url, upgrade
-from hub.models import Base
+from hub.models import Base, Image, Read
+from hub.storage import ImageStore, sha256_hex, store_reads
 from hub.textindex import (
     FTS_TABLE,
     POSTGRESQL_ONLY_INDEXES,
@@ -22,6 +24,7 @@ from hub.textindex import (
     include_object_on_sqlite,
     is_index_table,
 )
+from tests.hub.conftest import Database, make_record
 
 
 def _schema_differences(engine: Engine) -> list[object]:
@@ -101,3 +104,41 @@ def test_migration_scripts_ship_inside_the_package() -> None:
     assert "import hub" not in initial and "from hub" not in initial  # frozen: no model imports
     assert DEFAULT_URL == "sqlite:///var/hub/hub.db"
     assert normalize_url("postgresql://u@h/d").drivername == "postgresql+psycopg"
+
+
+def test_migration_0005_moves_image_references_both_ways(database: Database, node_id: int) -> None:
+    """Reads keep their images (by hash going down, by id going up), and on SQLite their rowids: the
+    text index still finds them without a rebuild."""
+    shared = b"\xff\xd8shared\xff\xd9"
+    reads = [make_record(crop_jpeg=shared), make_record(plate="8XYZ999", candidates=[], context_jpeg=shared)]
+    gone = make_record(plate="5GON123", candidates=[])
+    store_reads(database.sessions, [gone], node_id, ImageStore("db"))
+    store_reads(database.sessions, reads, node_id, ImageStore("db"))
+    with database.sessions.begin() as session:  # a gap in the rowids, which a renumbering copy would close
+        session.execute(delete(Read).where(Read.read_id == gone.read_id))
+        ImageStore("db").delete_unreferenced(session)
+    database.engine.dispose()  # the migrations run on their own engine
+    downgrade(database.url, "0004")
+    inspector = inspect(database.engine)
+    assert {"crop_image_id", "context_image_id"}.isdisjoint(c["name"] for c in inspector.get_columns("reads"))
+    assert {fk["name"] for fk in inspector.get_foreign_keys("reads")} >= {"fk_reads_crop_sha256_images"}
+    assert inspector.get_pk_constraint("images")["constrained_columns"] == ["sha256"]
+    database.engine.dispose()
+    upgrade(database.url)
+    assert _schema_differences(database.engine) == []
+    with database.sessions() as session:
+        for record in reads:
+            row = session.get_one(Read, record.read_id)
+            assert ImageStore("db").get(session, row.crop_sha256 or "") == record.crop_jpeg
+            assert session.get_one(Image, row.crop_image_id).sha256 == sha256_hex(record.crop_jpeg)
+            if record.context_jpeg:
+                assert session.get_one(Image, row.context_image_id).sha256 == sha256_hex(record.context_jpeg)
+        assert textindex.verify(session) == 3  # the plates and the candidate 7A8C123, under the same rowids
+        found = set(session.scalars(textindex.matching_read_ids(session, ["8XYZ999", "7A8C123"])))
+        assert found == {reads[0].read_id, reads[1].read_id}
+        assert ImageStore("db").delete_unreferenced(session) == 0  # the shared image is still in use twice
+        session.execute(delete(Read).where(Read.read_id == reads[0].read_id))
+        assert ImageStore("db").delete_unreferenced(session) == 0  # still the second read's context
+        session.execute(delete(Read).where(Read.read_id == reads[1].read_id))
+        assert ImageStore("db").delete_unreferenced(session) == 2  # that read's crop and the shared image
+        session.commit()

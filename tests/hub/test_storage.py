@@ -168,7 +168,8 @@ def test_disk_mode_appends_a_groups_images_to_one_pack_file(database: Database, 
     assert stored_files(root) == [root / images.relative_path(sha256_hex(records[1].crop_jpeg))]
     with database.sessions() as session:
         assert images.get(session, sha256_hex(records[1].crop_jpeg)) == records[1].crop_jpeg
-        assert session.get_one(Image, sha256_hex(records[1].crop_jpeg)).pack_offset is None
+        moved = session.scalars(select(Image).where(Image.sha256 == sha256_hex(records[1].crop_jpeg))).one()
+        assert moved.pack_offset is None
         with pytest.raises(ImageNotFoundError):
             images.get(session, sha256_hex(records[0].crop_jpeg))
 
@@ -246,7 +247,7 @@ def test_bytes_appended_by_a_transaction_that_failed_are_never_named(
     assert pack.read_bytes() == record.crop_jpeg  # appended, never committed
     store_reads(database.sessions, [record], node_id, images)
     with database.sessions() as session:
-        image = session.get_one(Image, sha256_hex(record.crop_jpeg))
+        image = session.scalars(select(Image).where(Image.sha256 == sha256_hex(record.crop_jpeg))).one()
         assert image.pack_offset == len(record.crop_jpeg)  # a fresh copy after the untrusted one
         assert images.get(session, image.sha256) == record.crop_jpeg
 
@@ -360,8 +361,47 @@ def test_delete_unreferenced_keeps_images_in_use(database: Database, node_id: in
         orphan = DB_IMAGES.put(session, b"\xff\xd8orphan\xff\xd9", "context")
         assert DB_IMAGES.delete_unreferenced(session) == 1
         session.commit()
-        assert session.get(Image, orphan) is None
+        assert session.scalar(select(Image).where(Image.sha256 == orphan)) is None
         assert DB_IMAGES.get(session, sha256_hex(record.crop_jpeg)) == record.crop_jpeg
+
+
+def test_reads_refer_to_their_images_by_id_and_share_stored_content(database: Database, node_id: int) -> None:
+    shared = b"\xff\xd8shared\xff\xd9"
+    first = make_record(crop_jpeg=shared, context_jpeg=b"\xff\xd8context\xff\xd9")
+    store_reads(database.sessions, [first], node_id, DB_IMAGES)
+    second = make_record(crop_jpeg=b"\xff\xd8own\xff\xd9", context_jpeg=shared)  # stored before, as a crop
+    store_reads(database.sessions, [second, first], node_id, DB_IMAGES)  # the resent first: a duplicate
+    with database.sessions() as session:
+        ids = {digest: image_id for digest, image_id in session.execute(select(Image.sha256, Image.id))}
+        rows = {r.read_id: r for r in session.scalars(select(Read))}
+
+        def rows_of(record: ReadRecord) -> list[str]:
+            return [sha256_hex(record.crop_jpeg), sha256_hex(record.context_jpeg or b"")]
+
+        for record in (first, second):
+            row = rows[record.read_id]
+            assert row.crop_sha256 == sha256_hex(record.crop_jpeg)
+            assert row.crop_image_id == ids[sha256_hex(record.crop_jpeg)]
+            assert row.context_image_id == ids[sha256_hex(record.context_jpeg or b"")]
+        assert rows[second.read_id].context_image_id == rows[first.read_id].crop_image_id
+        # Ids grow as images are stored (which keeps the reads' image-id indexes growing at their end).
+        assert ids[sha256_hex(second.crop_jpeg)] > max(ids[shared_digest] for shared_digest in rows_of(first))
+
+
+def test_image_clean_up_finds_references_through_an_index(database: Database) -> None:
+    """Deleting an image checks the reads that refer to it (clean-up's own condition and the foreign key):
+    through the image-id indexes, never a scan of every read."""
+    with database.sessions() as session:
+        statement = select(Image.id).where(storage.no_read_refers_to_image())
+        sql = str(statement.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
+        if database.backend == "sqlite":
+            plan = " ".join(str(row) for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            assert "ix_reads_crop_image_id" in plan and "ix_reads_context_image_id" in plan, plan
+            assert "SCAN reads" not in plan, plan
+        else:
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = " ".join(str(row) for row in session.execute(text(f"EXPLAIN {sql}")))
+            assert "ix_reads_crop_image_id" in plan and "ix_reads_context_image_id" in plan, plan
 
 
 def test_exact_and_prefix_plate_search(database: Database, node_id: int) -> None:
@@ -619,7 +659,10 @@ def test_bulk_rows_are_bound_as_sqlalchemy_binds_them(database: Database) -> Non
     row = storage.prepare_read(record, 7, datetime(999, 1, 2, 3, 4, 5, tzinfo=UTC)).row
     bulk = storage._bulk(dialect, "reads")
     bound = bulk.bind(row)
+    assert bulk.late == ("crop_image_id", "context_image_id")  # known in the transaction, not bound here
     for column in Read.__table__.columns:
+        if column.name in bulk.late:
+            continue
         process = column.type.dialect_impl(dialect).bind_processor(dialect)
         expected = process(row[column.name]) if process is not None else row[column.name]
         if database.backend == "sqlite":
