@@ -7,7 +7,8 @@ Conventions:
 - Every timestamp is a :class:`UTCDateTime`: timezone-aware UTC in and out on both databases (naive
   datetimes are refused rather than guessed at).
 - Plates are stored normalised (``A-Z0-9`` only, see ``edge.recognition.formats.normalize_plate``), so
-  exact search is equality and prefix search is a range on the ``plate`` b-tree.
+  exact search is equality and prefix search a range on ``plate`` (PostgreSQL's b-tree; SQLite narrows
+  both through its FTS5 text index, ``hub.textindex``).
 - Constraint and index names are fixed by :data:`NAMING_CONVENTION`, so migrations can name them.
 - Free text (notes, reasons) is ``Text``; identifiers are bounded ``String``.
 """

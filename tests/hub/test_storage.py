@@ -20,6 +20,7 @@ from hub.storage import (
     ImageIntegrityError,
     ImageNotFoundError,
     ImageStore,
+    StorageError,
     StoreResult,
     UnknownNodeError,
     candidate_texts,
@@ -503,6 +504,40 @@ def _race(factories: list[sessionmaker[Session]], batches: list[list[ReadRecord]
     done = [r for r in results if isinstance(r, StoreResult)]
     assert len(done) == len(batches), results
     return done
+
+
+@pytest.mark.parametrize("blank_url", ["postgresql"], indirect=True)  # SQLite: one writer, no such race
+def test_an_image_deleted_by_another_process_mid_store_fails_the_batch_and_loses_nothing(
+    database: Database, node_id: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL, where hub processes share a database: another process's retention deletes a stored
+    image between this transaction's image insert (which found it there) and the lookup of its id. The
+    batch fails as a whole (not acked; the node resends) and, sent again, stores the image anew."""
+    shared = b"\xff\xd8shared\xff\xd9"
+    old, new = make_record(crop_jpeg=shared), make_record(crop_jpeg=shared)
+    store_reads(database.sessions, [old], node_id, DB_IMAGES)
+    other = make_engine(database.url)
+    insert_rows = ImageStore._insert_image_rows
+
+    def then_retention_elsewhere(store: ImageStore, connection: object, images: object) -> dict[str, int]:
+        inserted = insert_rows(store, connection, images)  # type: ignore[arg-type]
+        with session_factory(other).begin() as session:  # commits before this transaction goes on
+            session.execute(delete(Read).where(Read.read_id == old.read_id))
+            assert DB_IMAGES.delete_unreferenced(session) == 1
+        return inserted
+
+    try:
+        monkeypatch.setattr(ImageStore, "_insert_image_rows", then_retention_elsewhere)
+        with pytest.raises(StorageError, match="deleted while its read was being stored"):
+            store_reads(database.sessions, [new], node_id, DB_IMAGES)
+        monkeypatch.undo()
+    finally:
+        other.dispose()
+    with database.sessions() as session:
+        assert count(session, Read) == 0 and count(session, Image) == 0
+    assert store_reads(database.sessions, [new], node_id, DB_IMAGES).inserted == [new.read_id]
+    with database.sessions() as session:
+        assert DB_IMAGES.get(session, sha256_hex(shared)) == shared
 
 
 def test_concurrent_inserts_store_each_read_once(database: Database, node_id: int) -> None:
