@@ -57,7 +57,7 @@ class OnnxPlateReader:
     def read(self, crops: Sequence[BgrImage]) -> list[PlateReading]:
         """Each crop's reading; a squarish crop is also read as two rows (:func:`split_rows`) and the
         reading with the higher confidence is kept."""
-        squarish = [i for i, crop in enumerate(crops) if crop.shape[1] <= const.TWO_ROW_MAX_ASPECT * crop.shape[0]]
+        squarish = [i for i, crop in enumerate(crops) if is_squarish(crop)]
         # One batch for the whole crops and the rows: one model call per frame, as without rows.
         probabilities = self.probabilities([*crops, *(row for i in squarish for row in split_rows(crops[i]))])
         readings = [self.decode(p) for p in probabilities[: len(crops)]]
@@ -74,6 +74,11 @@ class OnnxPlateReader:
     def decode(self, probabilities: FloatArray) -> PlateReading:
         """One plate's slot probabilities (:meth:`probabilities`) as a reading, with this reader's settings."""
         return decode_plate(probabilities, num_candidates=self.num_candidates, region_hint=self.region_hint)
+
+
+def is_squarish(crop: BgrImage) -> bool:
+    """Whether :meth:`OnnxPlateReader.read` also reads ``crop`` as two rows (it may hold a two-row plate)."""
+    return bool(crop.shape[1] <= const.TWO_ROW_MAX_ASPECT * crop.shape[0])
 
 
 def split_rows(crop: BgrImage, overlap: float = const.TWO_ROW_OVERLAP) -> tuple[BgrImage, BgrImage]:
