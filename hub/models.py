@@ -120,6 +120,11 @@ class NodeHealthSample(Base):
 # --- images and reads -------------------------------------------------------------------------
 
 
+IMAGE_ID = BigInteger().with_variant(Integer(), "sqlite")
+"""``images.id`` and the reads' references to it: 64-bit on PostgreSQL; on SQLite ``INTEGER``, which makes
+the key the table's rowid."""
+
+
 class Image(Base):
     """A JPEG, addressed by the SHA-256 of its bytes: kept in ``data`` or on disk at ``path``.
 
@@ -140,7 +145,7 @@ class Image(Base):
         UniqueConstraint("sha256"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer(), "sqlite"), primary_key=True)
+    id: Mapped[int] = mapped_column(IMAGE_ID, primary_key=True)
     sha256: Mapped[str] = mapped_column(String(64))
     kind: Mapped[str] = mapped_column(String(16))  # "crop" or "context"
     size: Mapped[int] = mapped_column(Integer)
@@ -189,12 +194,8 @@ class Read(Base):
     # The images' hashes, as the read's own record of them; the ids are the references that keep them.
     crop_sha256: Mapped[str | None] = mapped_column(String(64))
     context_sha256: Mapped[str | None] = mapped_column(String(64))
-    crop_image_id: Mapped[int | None] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("images.id")
-    )
-    context_image_id: Mapped[int | None] = mapped_column(
-        BigInteger().with_variant(Integer(), "sqlite"), ForeignKey("images.id")
-    )
+    crop_image_id: Mapped[int | None] = mapped_column(IMAGE_ID, ForeignKey("images.id"))
+    context_image_id: Mapped[int | None] = mapped_column(IMAGE_ID, ForeignKey("images.id"))
     software_version: Mapped[str] = mapped_column(String(64), default="")
     model_versions: Mapped[dict[str, str]] = _json()
     # The plate and every candidate likely enough to search by, space-separated (hub.textindex indexes it).
