@@ -11,7 +11,9 @@ after its commit returns and the edge then deletes it from its spool:
 - PostgreSQL URLs are pointed at the psycopg 3 driver whatever driver they name.
 
 The schema belongs to Alembic: :func:`upgrade` runs the migrations shipped inside this package
-(``hub/migrations``), so it works from any working directory and from an installed package.
+(``hub/migrations``), so it works from any working directory and from an installed package. A hub
+serves only a database at the newest revision (:func:`require_current_schema`): after a software
+upgrade it says to run ``alpr-hub db upgrade`` instead of failing on each batch it stores.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from typing import Any
 import orjson
 from alembic import command
 from alembic.config import Config
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event, make_url
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session, sessionmaker
@@ -130,6 +134,25 @@ def upgrade(url: str | URL, revision: str = "head") -> None:
     """Migrate the database at ``url`` up to ``revision`` (the newest by default)."""
     logger.info("migrating %s to %s", normalize_url(url).render_as_string(hide_password=True), revision)
     command.upgrade(alembic_config(url), revision)
+
+
+class SchemaOutOfDateError(RuntimeError):
+    """The database is not at the revision this software's migrations end at."""
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Raise :class:`SchemaOutOfDateError` unless the database at ``engine`` is at the newest revision."""
+    with engine.connect() as connection:
+        current = MigrationContext.configure(connection).get_current_revision()
+    head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+    if current == head:
+        return
+    if current is None:
+        raise SchemaOutOfDateError("the database has no hub schema: run `alpr-hub init` (or `alpr-hub db upgrade`)")
+    raise SchemaOutOfDateError(
+        f"the database schema is at revision {current}, this hub needs {head}: run `alpr-hub db upgrade`"
+        " (a revision this hub does not know was written by newer software)"
+    )
 
 
 def downgrade(url: str | URL, revision: str = "base") -> None:

@@ -20,7 +20,7 @@ from hub.access.auditlog import AccessLog
 from hub.access.service import ComplianceService
 from hub.api.app import create_app
 from hub.config import HubConfig
-from hub.db import make_engine, session_factory
+from hub.db import SchemaOutOfDateError, make_engine, require_current_schema, session_factory
 from hub.dispatch import HitAlert, HitPublisher, mark_delivered
 from hub.hotlists import HitEvent, HotlistService, expire_entries, purge_expired_lists
 from hub.ingest import EnrolledNode, IngestServer
@@ -90,6 +90,11 @@ class HubService:
     def __init__(self, config: HubConfig, context: zmq.Context[zmq.Socket[bytes]] | None = None) -> None:
         self.config = config
         self.engine = make_engine(config.hub.url())
+        try:
+            require_current_schema(self.engine)
+        except SchemaOutOfDateError:
+            self.engine.dispose()
+            raise
         self.sessions = session_factory(self.engine)
         keys = load_keys(config.keys_dir)
         self.images = image_store(config)
