@@ -50,6 +50,11 @@ SQLITE_TEXT_TRIGGERS = (  # as migration 0004 made them
 )
 
 
+def _image_id_of(kind: str) -> str:
+    """SQL for the id of the image a read's ``kind`` hash names (NULL where it names none)."""
+    return f"(SELECT id FROM images WHERE images.sha256 = reads.{kind}_sha256)"
+
+
 def upgrade() -> None:
     if op.get_bind().dialect.name == "sqlite":
         _rebuild_sqlite_images(with_ids=True)
@@ -145,7 +150,7 @@ def _rebuild_sqlite_reads(*, by_id: bool) -> None:
         sa.PrimaryKeyConstraint("read_id", name="pk_reads"),
     )
     if by_id:
-        ids = ", ".join(f"(SELECT id FROM images WHERE images.sha256 = reads.{kind}_sha256)" for kind in KINDS)
+        ids = ", ".join(_image_id_of(kind) for kind in KINDS)
         op.execute(
             f"INSERT INTO reads_new (rowid, {names}, crop_image_id, context_image_id) "
             f"SELECT rowid, {names}, {ids} FROM reads ORDER BY rowid"
@@ -179,12 +184,7 @@ def _upgrade_postgresql() -> None:
     op.create_unique_constraint("uq_images_sha256", "images", ["sha256"])
     for kind in KINDS:
         op.add_column("reads", sa.Column(f"{kind}_image_id", sa.BigInteger(), nullable=True))
-    op.execute(
-        "UPDATE reads SET "
-        + ", ".join(
-            f"{kind}_image_id = (SELECT id FROM images WHERE images.sha256 = reads.{kind}_sha256)" for kind in KINDS
-        )
-    )
+    op.execute("UPDATE reads SET " + ", ".join(f"{kind}_image_id = {_image_id_of(kind)}" for kind in KINDS))
     for kind in KINDS:
         op.create_foreign_key(f"fk_reads_{kind}_image_id_images", "reads", "images", [f"{kind}_image_id"], ["id"])
         op.create_index(f"ix_reads_{kind}_image_id", "reads", [f"{kind}_image_id"], unique=False)
