@@ -376,7 +376,7 @@ def test_reads_refer_to_their_images_by_id_and_share_stored_content(database: Da
         ids = {digest: image_id for digest, image_id in session.execute(select(Image.sha256, Image.id))}
         rows = {r.read_id: r for r in session.scalars(select(Read))}
 
-        def rows_of(record: ReadRecord) -> list[str]:
+        def digests_of(record: ReadRecord) -> list[str]:
             return [sha256_hex(record.crop_jpeg), sha256_hex(record.context_jpeg or b"")]
 
         for record in (first, second):
@@ -386,12 +386,12 @@ def test_reads_refer_to_their_images_by_id_and_share_stored_content(database: Da
             assert row.context_image_id == ids[sha256_hex(record.context_jpeg or b"")]
         assert rows[second.read_id].context_image_id == rows[first.read_id].crop_image_id
         # Ids grow as images are stored (which keeps the reads' image-id indexes growing at their end).
-        assert ids[sha256_hex(second.crop_jpeg)] > max(ids[shared_digest] for shared_digest in rows_of(first))
+        assert ids[sha256_hex(second.crop_jpeg)] > max(ids[digest] for digest in digests_of(first))
 
 
 def test_image_clean_up_finds_references_through_an_index(database: Database) -> None:
-    """Deleting an image checks the reads that refer to it (clean-up's own condition and the foreign key):
-    through the image-id indexes, never a scan of every read."""
+    """Image clean-up finds the reads that refer to an image through the image-id indexes, never a scan of
+    every read (the foreign key's check when the image is deleted looks through the same indexes)."""
     with database.sessions() as session:
         statement = select(Image.id).where(storage.no_read_refers_to_image())
         sql = str(statement.compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
