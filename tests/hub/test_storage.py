@@ -713,3 +713,5 @@ def test_bulk_rows_are_bound_as_sqlalchemy_binds_them(database: Database) -> Non
         assert bound["first_seen_utc"] == "2026-11-28T18:29:59.999999+00:00"
     with pytest.raises(ValueError, match="naive"):
         bulk.bind({**row, "best_utc": datetime(2026, 11, 28, 18, 0)})
+    with database.engine.connect() as connection, pytest.raises(StorageError, match="late columns"):
+        bulk.execute_bound(connection, [bound])  # a read row without its images' ids is refused, not stored
