@@ -83,17 +83,13 @@ def db_upgrade_command(args: argparse.Namespace, config: HubConfig) -> int:
 def db_check_index_command(args: argparse.Namespace, config: HubConfig) -> int:
     """Check the plate-text index against the reads (and rebuild it first with ``--rebuild``)."""
     from hub import textindex
-    from hub.db import make_engine, session_factory
 
-    engine = make_engine(config.hub.url())
-    try:
-        if args.rebuild:
-            with engine.begin() as connection:
-                textindex.rebuild(connection)
-        with session_factory(engine)() as session:
-            texts = textindex.verify(session)
-    finally:
-        engine.dispose()
+    sessions = _sessions(config)
+    if args.rebuild:
+        with sessions.begin() as session:
+            textindex.rebuild(session.connection())
+    with sessions() as session:
+        texts = textindex.verify(session)
     print(f"text index: {texts} texts of the stored reads, all indexed")
     return 0
 

@@ -278,12 +278,13 @@ class RetentionJob:
                 )
                 if not ids:
                     return reads, texts
-                # Explicit rather than relying on ON DELETE CASCADE (PostgreSQL's text rows; SQLite's FTS
-                # entries go with the reads, by trigger).
-                session.execute(
-                    delete(ReadCandidateText).where(ReadCandidateText.read_id.in_(ids)),
-                    execution_options={"synchronize_session": False},
-                )
+                # Explicit rather than relying on ON DELETE CASCADE. Only PostgreSQL has text rows; SQLite's
+                # FTS entries go with the reads, by trigger.
+                if textindex.uses_rows(session.get_bind().dialect):
+                    session.execute(
+                        delete(ReadCandidateText).where(ReadCandidateText.read_id.in_(ids)),
+                        execution_options={"synchronize_session": False},
+                    )
                 deleted = session.execute(
                     delete(Read).where(Read.read_id.in_(ids)).returning(Read.read_id, Read.search_texts),
                     execution_options={"synchronize_session": False},

@@ -76,7 +76,7 @@ def seed_reads(url: str, count: int, rng: random.Random) -> list[str]:
         node_id = node.id
     chunk = 20_000
     for start in range(0, count, chunk):
-        reads, texts = [], []
+        reads = []
         for _ in range(min(chunk, count - start)):
             plate, read_id = random_plate(rng), str(uuid.uuid4())
             seen = now - timedelta(seconds=rng.uniform(0, 30 * 86400))
@@ -108,10 +108,10 @@ def seed_reads(url: str, count: int, rng: random.Random) -> list[str]:
                     "search_texts": plate,
                 }
             )
-            texts.append({"read_id": read_id, "text": plate})
         with sessions.begin() as session:
             session.execute(insert(Read), reads)
             if textindex.uses_rows(session.get_bind().dialect):  # SQLite indexes search_texts by trigger
+                texts = [{"read_id": read["read_id"], "text": read["plate"]} for read in reads]
                 session.execute(insert(ReadCandidateText), texts)
     engine.dispose()
     return plates
