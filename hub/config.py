@@ -44,7 +44,12 @@ class IngestSection(_Section):
 class DispatchSection(_Section):
     pub_bind: str = Field(default="tcp://127.0.0.1:5556", pattern=r"^(tcp|ipc)://", description="hits for CAD/console")
     webhooks: list[str] = Field(default_factory=list, description="URLs that get each hit as JSON (with retries)")
-    bell_max_priority: int = Field(default=1, ge=0, le=9, description="the console rings for these priorities")
+    bell_max_priority: int = Field(
+        default=1,
+        ge=0,
+        le=9,
+        description="the console and the web hit board ring for these priorities (the board even when muted)",
+    )
 
 
 class RetentionSection(_Section):

@@ -63,8 +63,9 @@ class ApiServer:
 
     def __init__(self, config: HubConfig, service: ComplianceService) -> None:
         api = config.api
+        app = create_app(service, bell_max_priority=config.dispatch.bell_max_priority)
         self.server = uvicorn.Server(uvicorn.Config(
-            create_app(service), host=api.host, port=api.port, log_level="warning", access_log=False,
+            app, host=api.host, port=api.port, log_level="warning", access_log=False,
             ssl_certfile=str(api.tls_cert) if api.tls_cert else None,
             ssl_keyfile=str(api.tls_key) if api.tls_key else None,
         ))  # fmt: skip

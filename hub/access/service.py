@@ -38,7 +38,7 @@ from hub.access.policy import PolicySettings
 from hub.access.roles import Permission, permissions
 from hub.access.search import SearchQuery, read_detail, read_summary, search_reads
 from hub.dispatch import Disposition, set_disposition
-from hub.models import Hit, Image, Node, Read
+from hub.models import Hit, Hotlist, HotlistEntry, Image, Node, Read
 from hub.nodes import list_nodes
 from hub.retention import create_hold, release_hold
 from hub.storage import ImageStore
@@ -87,6 +87,7 @@ class ComplianceService:
         clock: Clock = _utcnow,
         issuer: str = "ALPR hub",
         image_url: str = "/api/v1/images",
+        hits_url: str = "/api/v1/hits",
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -95,6 +96,7 @@ class ComplianceService:
         self.clock = clock
         self.issuer = issuer
         self.image_url = image_url
+        self.hits_url = hits_url
         self.totp_vault = accounts.TotpVault(access_log.derived_key(b"totp"))
 
     # --- the gate -------------------------------------------------------------------------------
@@ -242,14 +244,25 @@ class ComplianceService:
         return self._gated(actor, Permission.VIEW_IMAGE, "image.view", {"image": sha256}, work, purpose)  # type: ignore[no-any-return]
 
     def open_hits(self, actor: Actor, limit: int = 50) -> list[dict[str, Any]]:
+        """Hits nobody has dispositioned, most urgent list priority first, then newest: what a dispatcher
+        must verify (the entry's plate and state against the crop) and act on."""
+
         def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
             rows = session.execute(
-                select(Hit, Read, Node.name).join(Read, Read.read_id == Hit.read_id).join(Node, Node.id == Read.node_id)
-                .where(Hit.disposition == "open").order_by(Hit.id.desc()).limit(max(1, min(limit, 200)))
+                select(Hit, Read, Node.name, HotlistEntry, Hotlist.name)
+                .join(Read, Read.read_id == Hit.read_id).join(Node, Node.id == Read.node_id)
+                .join(HotlistEntry, HotlistEntry.id == Hit.entry_id)
+                .join(Hotlist, Hotlist.id == HotlistEntry.hotlist_id)
+                .where(Hit.disposition == "open").order_by(HotlistEntry.priority, Hit.id.desc())
+                .limit(max(1, min(limit, 200)))
             ).all()  # fmt: skip
             hits = [{"hit_id": h.id, "match_type": h.match_type, "matched_text": h.matched_text,
-                     "created_utc": h.created_utc.isoformat(), "read": read_summary(r, node, self.image_url)}
-                    for h, r, node in rows]  # fmt: skip
+                     "created_utc": h.created_utc.isoformat(), "list_name": list_name,
+                     "entry": {"plate": e.plate, "state": e.state, "category": e.category, "priority": e.priority,
+                               "notes": e.notes},
+                     "crop_url": f"{self.hits_url}/{h.id}/crop" if r.crop_sha256 else None,
+                     "read": read_summary(r, node, self.image_url)}
+                    for h, r, node, e, list_name in rows]  # fmt: skip
             return Outcome(hits, result_count=len(hits))
 
         return self._gated(actor, Permission.VIEW_HITS, "hits.view", {"disposition": "open"}, work)  # type: ignore[no-any-return]

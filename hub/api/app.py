@@ -13,6 +13,8 @@ reaches ALPR information (429.4).
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations at definition time,
 # and ``Who`` below is local to create_app.
 from datetime import datetime
+from pathlib import Path
+from string import Template
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request
@@ -25,9 +27,18 @@ from hub.access.gate import Actor
 from hub.access.search import SearchQuery
 from hub.access.service import AccessDenied, AuthenticationFailed, ComplianceService, NotFound
 from hub.access.sharing import ExportFile, SharingError
-from hub.dispatch import Disposition
+from hub.dispatch import Disposition, DispositionConflictError
 
 API_PREFIX = "/api/v1"
+BOARD_DIR = Path(__file__).with_name("board")
+BOARD_HEADERS = {
+    # The board's own script and style only, crops as blob: URLs, no framing, no plate in a Referer.
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+    "form-action 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
 Purpose = Annotated[str, Field(max_length=400, description="the case number or 'suspect <last name>' (429.4)")]
 
 
@@ -151,7 +162,12 @@ def _zip(file: ExportFile) -> Response:
     )  # fmt: skip
 
 
-def create_app(service: ComplianceService) -> FastAPI:
+def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_poll_s: float = 3.0) -> FastAPI:
+    """The API, and the dispatch hit board at ``/board`` (a page that uses the API; it holds no data itself).
+
+    ``bell_max_priority``: the board sounds for hits of these list priorities even when muted (as the
+    console's bell); ``board_poll_s``: how often an open board asks for the open hits.
+    """
     app = FastAPI(
         title="ALPR hub API",
         version="1",
@@ -364,7 +380,30 @@ def create_app(service: ComplianceService) -> FastAPI:
         return service.approve_audit(who, report_id, body.note)
 
     app.include_router(api)
+    _add_board(app, bell_max_priority, board_poll_s)
     return app
+
+
+def _add_board(app: FastAPI, bell_max_priority: int, poll_s: float) -> None:
+    """``/board``: the dispatch hit board. Static files: the data comes from the API with the user's session."""
+    page = Template((BOARD_DIR / "index.html").read_text(encoding="utf-8")).substitute(
+        bell_max_priority=int(bell_max_priority), poll_ms=round(poll_s * 1000)
+    )
+    assets = {
+        name: ((BOARD_DIR / name).read_text(encoding="utf-8"), media)
+        for name, media in (("board.js", "text/javascript"), ("board.css", "text/css"))
+    }
+
+    @app.get("/board", include_in_schema=False)
+    def board() -> HTMLResponse:
+        return HTMLResponse(page, headers=BOARD_HEADERS)
+
+    @app.get("/board/{name}", include_in_schema=False)
+    def board_asset(name: str) -> Response:
+        if name not in assets:
+            return JSONResponse({"detail": "not found"}, status_code=404)
+        body, media = assets[name]
+        return Response(body, media_type=media, headers=BOARD_HEADERS)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -382,6 +421,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     def _not_found(_r: Request, exc: NotFound) -> JSONResponse:
         return reply(404, str(exc))
+
+    @app.exception_handler(DispositionConflictError)
+    def _conflict(_r: Request, exc: DispositionConflictError) -> JSONResponse:
+        return reply(409, str(exc))
 
     @app.exception_handler(LookupError)
     def _lookup(_r: Request, exc: LookupError) -> JSONResponse:

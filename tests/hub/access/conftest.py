@@ -28,7 +28,7 @@ from hub.access.service import ComplianceService
 from hub.api.app import API_PREFIX, create_app
 from hub.hotlists import HotlistService, add_entry, create_hotlist
 from hub.keys import create_keys
-from hub.models import Node
+from hub.models import Hotlist, Node
 from hub.storage import ImageStore, store_reads
 from tests.hub.conftest import NOW, Database, make_record
 from tests.hub.processes import write_hub_config
@@ -164,13 +164,24 @@ def world(database: Database) -> Iterator[World]:
 __all__ = ["ADMIN", "CASE", "NOW", "PASSWORD", "Clock", "Person", "World", "make_record", "make_world"]
 
 
-def raise_hit_in(sessions: sessionmaker[Session], node_id: int, images: ImageStore) -> int:
-    """A read of a made-up plate on a stolen-vehicle list, matched: one open hit."""
-    record = make_record(plate="8XYZ321", candidates=[], crop_jpeg=b"\xff\xd8hit-crop\xff\xd9")
+def raise_hit_in(
+    sessions: sessionmaker[Session],
+    node_id: int,
+    images: ImageStore,
+    *,
+    plate: str = "8XYZ321",
+    list_name: str = "stolen-vehicles",
+    priority: int = 1,
+    notes: str = "",
+    crop_jpeg: bytes = b"\xff\xd8hit-crop\xff\xd9",
+) -> int:
+    """A read of a made-up plate on a hot list (made if missing) at the entry's ``priority``, matched: one hit."""
+    record = make_record(plate=plate, candidates=[], crop_jpeg=crop_jpeg)
     store_reads(sessions, [record], node_id, images)
     with sessions.begin() as session:
-        create_hotlist(session, "stolen-vehicles", now=NOW - timedelta(days=1))
-        add_entry(session, "stolen-vehicles", "8XYZ321", "CA", "stolen vehicle", 1, None, "", "hl-manager",
+        if session.scalar(select(Hotlist.id).where(Hotlist.name == list_name)) is None:
+            create_hotlist(session, list_name, now=NOW - timedelta(days=1))
+        add_entry(session, list_name, plate, "CA", "stolen vehicle", priority, None, notes, "hl-manager",
                   "NCIC entry", now=NOW - timedelta(days=1))  # fmt: skip
     hotlists = HotlistService(sessions)
     hotlists.refresh(force=True)

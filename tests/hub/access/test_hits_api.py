@@ -3,6 +3,7 @@ and a disposition; every step logged, and nothing beyond hits reachable with the
 
 from __future__ import annotations
 
+from hub.models import Hit
 from tests.hub.access.conftest import World, raise_hit_in
 
 
@@ -38,3 +39,33 @@ def test_hits_need_the_role_and_current_training(world: World) -> None:
     bad = {"disposition": "looks fine"}
     dispatcher = world.login(world.person("dana", ["dispatcher"], "Dispatcher"))
     assert world.client.post(world.url(f"/hits/{hit_id}/disposition"), json=bad, headers=dispatcher).status_code == 422
+
+
+def test_open_hits_come_most_urgent_first_with_the_entry_to_verify(world: World) -> None:
+    routine = raise_hit_in(world.database.sessions, world.node_id, world.service.images, plate="5ROU777",
+                           list_name="parking-scofflaws", priority=6)  # fmt: skip
+    urgent = raise_hit_in(world.database.sessions, world.node_id, world.service.images, plate="6URG888",
+                          list_name="amber-alerts", priority=0, notes="child seat, silver sedan")  # fmt: skip
+    later_routine = raise_hit_in(world.database.sessions, world.node_id, world.service.images, plate="5ROU778",
+                                 list_name="parking-scofflaws", priority=6)  # fmt: skip
+    dispatcher = world.login(world.person("dana", ["dispatcher"], "Dispatcher"))
+    hits = world.client.get(world.url("/hits"), headers=dispatcher).json()
+    assert [h["hit_id"] for h in hits] == [urgent, later_routine, routine]
+    first = hits[0]
+    assert first["list_name"] == "amber-alerts"
+    assert first["entry"] == {"plate": "6URG888", "state": "CA", "category": "stolen vehicle", "priority": 0,
+                              "notes": "child seat, silver sedan"}  # fmt: skip
+    assert first["crop_url"] == f"/api/v1/hits/{urgent}/crop"
+    assert world.client.get(first["crop_url"], headers=dispatcher).status_code == 200
+
+
+def test_a_second_disposition_of_the_same_hit_is_a_conflict(world: World) -> None:
+    hit_id = raise_hit(world)
+    first = world.login(world.person("dana", ["dispatcher"], "Dispatcher"))
+    second = world.login(world.person("dale", ["dispatcher"], "Dispatcher"))
+    url = world.url(f"/hits/{hit_id}/disposition")
+    assert world.client.post(url, json={"disposition": "misread"}, headers=first).status_code == 204
+    late = world.client.post(url, json={"disposition": "confirmed"}, headers=second)
+    assert late.status_code == 409 and "already misread (by dana)" in late.json()["detail"]
+    with world.database.sessions() as session:
+        assert session.get(Hit, hit_id).disposition == "misread"  # type: ignore[union-attr]
