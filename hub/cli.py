@@ -241,7 +241,9 @@ def holds_release_command(args: argparse.Namespace, config: HubConfig) -> int:
 
 def hits_open_command(args: argparse.Namespace, config: HubConfig) -> int:
     for hit in _compliance(config).open_hits(Actor.console(args.by), args.limit):
-        print(f"{hit['hit_id']}\t{hit['created_utc']}\t{hit['matched_text']}\t{hit['match_type']}")
+        entry = hit["entry"]
+        print(f"{hit['hit_id']}\t{hit['created_utc']}\tP{entry['priority']}\t{hit['list_name']}\t"
+              f"{hit['matched_text']}\t{hit['match_type']}")  # fmt: skip
     return 0
 
 

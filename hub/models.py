@@ -278,7 +278,11 @@ class Hit(Base):
     """A read that matched a hot-list entry, and what a person decided about it."""
 
     __tablename__ = "hits"
-    __table_args__ = (Index("ix_hits_read_id", "read_id"), Index("ix_hits_entry_id", "entry_id"))
+    __table_args__ = (
+        Index("ix_hits_read_id", "read_id"),
+        Index("ix_hits_entry_id", "entry_id"),
+        Index("ix_hits_disposition", "disposition", "id"),  # the open hits, polled by every hit board
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     read_id: Mapped[str] = mapped_column(ForeignKey("reads.read_id"))

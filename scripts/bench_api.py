@@ -1,7 +1,7 @@
 """Benchmark the compliance layer: gated, logged searches through the HTTP API, and the access-log chain.
 
     python scripts/bench_api.py [--db sqlite|postgresql|both] [--reads 1000000] [--searches 200]
-        [--threads 4] [--log-entries 100000]
+        [--threads 4] [--log-entries 100000] [--settled-hits 200000]
 
 Per back end, on a fresh database (a SQLite file in a temporary directory, or a fresh schema in the
 PostgreSQL ``test`` database, ``--postgres-url``):
@@ -13,7 +13,9 @@ PostgreSQL ``test`` database, ``--postgres-url``):
   through the FastAPI app in-process (HTTP parsing, validation, the gate, the search, one HMAC-chained
   access-log entry committed per search); latency p50/p95 per kind;
 - ``--threads`` clients searching at once: searches/s (each search appends to the one chain);
-- ``alpr-hub audit verify`` cost: ``--log-entries`` entries appended, then the whole chain recomputed.
+- ``alpr-hub audit verify`` cost: ``--log-entries`` entries appended, then the whole chain recomputed;
+- the dispatch hit board's poll (``GET /api/v1/hits``, every 3 s per open board) with ``--settled-hits``
+  dispositioned hits and 20 open ones in the table.
 
 Prints one JSON line per figure (with command, machine and date), then a markdown table.
 """
@@ -40,7 +42,7 @@ from typing import Any
 
 import pyotp
 from fastapi.testclient import TestClient
-from sqlalchemy import insert
+from sqlalchemy import insert, select, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,7 +54,8 @@ from hub.access.policy import PolicySettings  # noqa: E402
 from hub.access.service import ComplianceService  # noqa: E402
 from hub.api.app import API_PREFIX, create_app  # noqa: E402
 from hub.db import make_engine, session_factory  # noqa: E402
-from hub.models import Node, Read, ReadCandidateText  # noqa: E402
+from hub.hotlists import add_entry, create_hotlist  # noqa: E402
+from hub.models import Hit, Node, Read, ReadCandidateText  # noqa: E402
 from hub.storage import ImageStore  # noqa: E402
 from scripts.bench_hub import DEFAULT_POSTGRES_URL, Backend, Databases, postgres_admin  # noqa: E402
 
@@ -117,6 +120,26 @@ def seed_reads(url: str, count: int, rng: random.Random) -> list[str]:
     return plates
 
 
+def seed_hits(sessions: Any, settled: int, open_count: int) -> None:
+    """``settled`` dispositioned hits and ``open_count`` open ones, on the first reads, matched to one entry."""
+    now = datetime.now(UTC)
+    with sessions.begin() as session:
+        create_hotlist(session, "bench-stolen", now=now)
+        entry = add_entry(session, "bench-stolen", "1ABC123", "CA", "stolen vehicle", 1, None, "", "bench", "bench",
+                          now=now)  # fmt: skip
+        entry_id, hotlist_id = entry.id, entry.hotlist_id
+        read_ids = list(session.scalars(select(Read.read_id).limit(1000)))
+    for start in range(0, settled + open_count, 20_000):
+        rows = [
+            {"read_id": read_ids[i % len(read_ids)], "entry_id": entry_id, "hotlist_id": hotlist_id,
+             "entry_version": 1, "match_type": "exact", "matched_text": "1ABC123", "score": 1.0, "created_utc": now,
+             "disposition": "open" if i >= settled else "confirmed"}
+            for i in range(start, min(settled + open_count, start + 20_000))
+        ]  # fmt: skip
+        with sessions.begin() as session:
+            session.execute(insert(Hit), rows)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
@@ -125,6 +148,12 @@ def percentile(values: list[float], q: float) -> float:
 def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The figures for one freshly migrated database at ``url``."""
     rng = random.Random(7)
+    if args.drop_index:
+        drop = make_engine(url)
+        with drop.begin() as connection:
+            for name in args.drop_index:
+                connection.execute(text(f'DROP INDEX "{name}"'))
+        drop.dispose()
     started = time.perf_counter()
     plates = seed_reads(url, args.reads, rng)
     print(f"[{backend}] seeded {args.reads} reads in {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -216,6 +245,24 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict
         }
     )
 
+    seed_hits(sessions, args.settled_hits, 20)
+    latencies = []
+    for _ in range(args.searches):
+        t0 = time.perf_counter()
+        response = client.get(f"{API_PREFIX}/hits", headers=headers)
+        latencies.append((time.perf_counter() - t0) * 1000)
+        response.raise_for_status()
+        assert len(response.json()) == 20
+    results.append(
+        {
+            "figure": "hit board poll: GET /hits (gate + log), 20 open",
+            "backend": backend,
+            "settled_hits": args.settled_hits,
+            "p50_ms": round(statistics.median(latencies), 2),
+            "p95_ms": round(percentile(latencies, 0.95), 2),
+        }
+    )
+
     log = service.log
     now = datetime.now(UTC)
     for start in range(0, args.log_entries, 5000):
@@ -262,6 +309,10 @@ def main() -> int:
     parser.add_argument("--searches", type=int, default=200)
     parser.add_argument("--threads", type=int, default=4)
     parser.add_argument("--log-entries", type=int, default=100_000)
+    parser.add_argument("--settled-hits", type=int, default=200_000, help="dispositioned hits beside 20 open ones")
+    parser.add_argument(
+        "--drop-index", action="append", default=[], metavar="NAME", help="drop this index first (to compare)"
+    )
     args = parser.parse_args()
     meta = {
         "command": "python scripts/bench_api.py " + " ".join(sys.argv[1:]),

@@ -37,8 +37,8 @@ from hub.access.models import (
 from hub.access.policy import PolicySettings
 from hub.access.roles import Permission, permissions
 from hub.access.search import SearchQuery, read_detail, read_summary, search_reads
-from hub.dispatch import Disposition, set_disposition
-from hub.models import Hit, Hotlist, HotlistEntry, Image, Node, Read
+from hub.dispatch import Disposition, open_hits_query, set_disposition
+from hub.models import Hit, Image, Node, Read
 from hub.nodes import list_nodes
 from hub.retention import create_hold, release_hold
 from hub.storage import ImageStore
@@ -248,21 +248,15 @@ class ComplianceService:
         must verify (the entry's plate and state against the crop) and act on."""
 
         def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
-            rows = session.execute(
-                select(Hit, Read, Node.name, HotlistEntry, Hotlist.name)
-                .join(Read, Read.read_id == Hit.read_id).join(Node, Node.id == Read.node_id)
-                .join(HotlistEntry, HotlistEntry.id == Hit.entry_id)
-                .join(Hotlist, Hotlist.id == HotlistEntry.hotlist_id)
-                .where(Hit.disposition == "open").order_by(HotlistEntry.priority, Hit.id.desc())
-                .limit(max(1, min(limit, 200)))
-            ).all()  # fmt: skip
+            query = open_hits_query(max(1, min(limit, 200))).add_columns(Read, Node.name)
+            rows = session.execute(query.join(Read, Read.read_id == Hit.read_id).join(Node, Node.id == Read.node_id))
             hits = [{"hit_id": h.id, "match_type": h.match_type, "matched_text": h.matched_text,
                      "created_utc": h.created_utc.isoformat(), "list_name": list_name,
                      "entry": {"plate": e.plate, "state": e.state, "category": e.category, "priority": e.priority,
                                "notes": e.notes},
                      "crop_url": f"{self.hits_url}/{h.id}/crop" if r.crop_sha256 else None,
                      "read": read_summary(r, node, self.image_url)}
-                    for h, r, node, e, list_name in rows]  # fmt: skip
+                    for h, e, list_name, r, node in rows]  # fmt: skip
             return Outcome(hits, result_count=len(hits))
 
         return self._gated(actor, Permission.VIEW_HITS, "hits.view", {"disposition": "open"}, work)  # type: ignore[no-any-return]

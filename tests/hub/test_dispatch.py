@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 import zmq
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from hub.dispatch import (
     DispatchConsole,
@@ -30,6 +30,7 @@ from hub.dispatch import (
     crop_url_for,
     mark_delivered,
     open_hits,
+    open_hits_query,
     set_disposition,
     subscription,
 )
@@ -351,6 +352,19 @@ def add_hit(database: Database, node_id: int, created_utc: datetime = NOW) -> in
         session.add(hit)
         session.flush()
         return hit.id
+
+
+def test_open_hits_are_found_through_their_index(database: Database) -> None:
+    """Every open hit board polls this: the settled hits (a year of them) must not be scanned."""
+    with database.sessions() as session:
+        sql = str(open_hits_query(50).compile(session.get_bind(), compile_kwargs={"literal_binds": True}))
+        if database.backend == "sqlite":
+            plan = " ".join(str(row) for row in session.execute(text(f"EXPLAIN QUERY PLAN {sql}")))
+            assert "ix_hits_disposition" in plan and "SCAN hits" not in plan, plan
+        else:
+            session.execute(text("SET LOCAL enable_seqscan = off"))
+            plan = " ".join(str(row) for row in session.execute(text(f"EXPLAIN {sql}")))
+            assert "ix_hits_disposition" in plan, plan
 
 
 def test_disposition_rules(database: Database, node_id: int) -> None:

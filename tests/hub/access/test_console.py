@@ -33,7 +33,8 @@ def test_console_holds_and_hits_are_gated_and_logged(
         read_id = session.get(Hit, hit_id).read_id  # type: ignore[union-attr]
 
     assert hub_main([*cli, "hits", "open", "--by", "desk.lee"]) == 0
-    assert f"{hit_id}\t" in capsys.readouterr().out
+    assert f"{hit_id}\t" in (listed := capsys.readouterr().out)
+    assert "\tP1\tstolen-vehicles\t8XYZ321\texact" in listed
     assert hub_main([*cli, "hits", "dispose", str(hit_id), "--as", "confirmed", "--by", "desk.lee"]) == 0
     assert (
         hub_main([*cli, "holds", "create", read_id, "--case", "evidence", "--by", "sgt.ray", "--reason", "keep"]) == 1
