@@ -11,11 +11,11 @@ from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
-from jinja2 import Environment, PackageLoader, select_autoescape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from edge.recognition.formats import mask_plate
+from hub.access import pages
 from hub.access.accounts import approval_current, training_current
 from hub.access.auditlog import VerifyResult
 from hub.access.models import AccessLogEntry, Agency, DownloadRecord, ReadCorrection, ShareRequest, User
@@ -186,9 +186,6 @@ def _retention(session: Session, now: datetime, policy: PolicySettings) -> dict[
     }
 
 
-_ENVIRONMENT = Environment(loader=PackageLoader("hub.access", "templates"), autoescape=select_autoescape(["html"]))
-
-
 def render_html(report: dict[str, Any], stored: dict[str, Any]) -> str:
     """The report as a page a person can read (every value HTML-escaped)."""
-    return _ENVIRONMENT.get_template("audit_report.html").render(report=report, stored=stored)
+    return pages.render("audit_report.html", report=report, stored=stored)

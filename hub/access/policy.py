@@ -32,6 +32,21 @@ class AgencySection(_Section):
         description="429.4: the administrator's classification",
     )
     training_provider: str = Field(default="the ALPR Administrator", max_length=128, description="429.5")
+    authorized_purposes: str = Field(
+        default="ALPR information assists the agency in its enforcement of federal and California laws: locating "
+        "stolen and wanted vehicles, vehicles of missing and endangered persons, and vehicles connected with "
+        "crimes under investigation.",
+        min_length=1,
+        max_length=4000,
+        description="429.3: the agency's summary of the authorized purposes, shown on the public page",
+    )
+    policy_url: str | None = Field(
+        default=None,
+        max_length=400,
+        pattern=r"^https://",
+        description="1798.90.51(b): where the written usage and privacy policy is posted (linked from the public page)",
+    )
+    contact: str = Field(default="", max_length=400, description="who the public may ask about ALPR use")
 
 
 class AccessSection(_Section):

@@ -671,6 +671,12 @@ class ComplianceService:
                 "cameras_enrolled": count(select(func.count()).select_from(Node).where(Node.revoked_utc.is_(None))),
                 "reads": count(select(func.count()).select_from(Read).where(Read.received_utc >= since)),
                 "hits": count(select(func.count()).select_from(Hit).where(Hit.created_utc >= since)),
+                "hits_by_disposition": {
+                    disposition: int(n)
+                    for disposition, n in session.execute(
+                        select(Hit.disposition, func.count()).where(Hit.created_utc >= since).group_by(Hit.disposition)
+                    )
+                },
                 "searches": count(searches),
                 "authorized_users": len(accounts.authorized_users(session, now, self.policy)),
                 "retention_days": {

@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from hub.access.accounts import AccountError
 from hub.access.gate import Actor
+from hub.access.pages import render_transparency
 from hub.access.search import SearchQuery
 from hub.access.service import AccessDenied, AuthenticationFailed, ComplianceService, NotFound
 from hub.access.sharing import ExportFile, SharingError
@@ -38,6 +39,11 @@ BOARD_HEADERS = {
     "X-Content-Type-Options": "nosniff",
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
+}
+PUBLIC_PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "public, max-age=300",
 }
 Purpose = Annotated[str, Field(max_length=400, description="the case number or 'suspect <last name>' (429.4)")]
 
@@ -381,6 +387,12 @@ def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_
 
     app.include_router(api)
     _add_board(app, bell_max_priority, board_poll_s)
+
+    @app.get("/transparency", include_in_schema=False)
+    def transparency_page() -> HTMLResponse:
+        """Public: the JSON figures above and the policy the hub enforces, as a page to post (1798.90.51(b))."""
+        return HTMLResponse(render_transparency(service.transparency(), service.policy), headers=PUBLIC_PAGE_HEADERS)
+
     return app
 
 

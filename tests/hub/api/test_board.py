@@ -3,28 +3,20 @@ served over HTTP by uvicorn on a real database. Made-up plates only."""
 
 from __future__ import annotations
 
-import socket
-import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import cv2
 import httpx
 import numpy as np
 import pytest
-import uvicorn
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from hub.api.app import create_app
 from hub.models import Hit
-from tests.hub.access.conftest import Person, World, make_world, raise_hit_in
-from tests.hub.api.test_server import CHROMIUM
-from tests.hub.conftest import Database
+from tests.hub.access.conftest import Person, World, raise_hit_in
+from tests.hub.api.conftest import POLL_S
 
 pytestmark = pytest.mark.parametrize("blank_url", ["sqlite"], indirect=True)  # the API's SQL is tested on both
-
-POLL_S = 0.3
 
 
 def plate_jpeg(text: str) -> bytes:
@@ -42,38 +34,8 @@ def hit(world: World, plate: str, list_name: str, priority: int, notes: str = ""
 
 
 @pytest.fixture
-def world(database: Database) -> World:
-    return make_world(database)
-
-
-@pytest.fixture
-def board_url(world: World) -> Iterator[str]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    app = create_app(world.service, bell_max_priority=1, board_poll_s=POLL_S)
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}/board"
-    finally:
-        server.should_exit = True
-        thread.join(10)
-
-
-@pytest.fixture
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+def board_url(site: str) -> str:
+    return site + "/board"
 
 
 def open_board(browser: Browser, board_url: str, world: World, person: Person) -> tuple[Page, list[str]]:

@@ -13,10 +13,10 @@ from pathlib import Path
 import httpx
 import pyotp
 
+from tests.hub.api.conftest import CHROMIUM
 from tests.hub.processes import HubProcess, run_cli, write_hub_config
 
 POLICY = Path(__file__).resolve().parents[3] / "deploy" / "policy.example.toml"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
 
 
 def write_config(tmp_path: Path) -> tuple[Path, str]:
