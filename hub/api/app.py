@@ -31,9 +31,9 @@ from hub.access.sharing import ExportFile, SharingError
 from hub.dispatch import Disposition, DispositionConflictError
 
 API_PREFIX = "/api/v1"
-BOARD_DIR = Path(__file__).with_name("board")
-BOARD_HEADERS = {
-    # The board's own script and style only, crops as blob: URLs, no framing, no plate in a Referer.
+WEB_DIR = Path(__file__).with_name("web")
+PAGE_HEADERS = {
+    # The pages' own scripts and style only, crops as blob: URLs, no framing, no plate in a Referer.
     "Content-Security-Policy": "default-src 'self'; img-src 'self' blob:; object-src 'none'; base-uri 'none'; "
     "form-action 'none'; frame-ancestors 'none'",
     "X-Content-Type-Options": "nosniff",
@@ -169,7 +169,8 @@ def _zip(file: ExportFile) -> Response:
 
 
 def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_poll_s: float = 3.0) -> FastAPI:
-    """The API, and the dispatch hit board at ``/board`` (a page that uses the API; it holds no data itself).
+    """The API, the pages for people (``/board`` for dispatchers, ``/search`` for investigators: they use the
+    API and hold no data themselves) and the public ``/transparency`` page.
 
     ``bell_max_priority``: the board sounds for hits of these list priorities even when muted (as the
     console's bell); ``board_poll_s``: how often an open board asks for the open hits.
@@ -386,7 +387,7 @@ def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_
         return service.approve_audit(who, report_id, body.note)
 
     app.include_router(api)
-    _add_board(app, bell_max_priority, board_poll_s)
+    _add_pages(app, bell_max_priority, board_poll_s)
 
     @app.get("/transparency", include_in_schema=False)
     def transparency_page() -> HTMLResponse:
@@ -396,26 +397,36 @@ def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_
     return app
 
 
-def _add_board(app: FastAPI, bell_max_priority: int, poll_s: float) -> None:
-    """``/board``: the dispatch hit board. Static files: the data comes from the API with the user's session."""
-    page = Template((BOARD_DIR / "index.html").read_text(encoding="utf-8")).substitute(
-        bell_max_priority=int(bell_max_priority), poll_ms=round(poll_s * 1000)
-    )
+def _add_pages(app: FastAPI, bell_max_priority: int, poll_s: float) -> None:
+    """The web pages for people: ``/board`` (dispatchers' hit board) and ``/search`` (investigators), and
+    their assets under ``/web``. Static files: the data comes from the API with the user's session."""
+    login_form = (WEB_DIR / "login.html").read_text(encoding="utf-8")
+    pages = {
+        "board": Template((WEB_DIR / "board.html").read_text(encoding="utf-8")).substitute(
+            login_form=login_form, bell_max_priority=int(bell_max_priority), poll_ms=round(poll_s * 1000)
+        ),
+        "search": Template((WEB_DIR / "search.html").read_text(encoding="utf-8")).substitute(login_form=login_form),
+    }
     assets = {
-        name: ((BOARD_DIR / name).read_text(encoding="utf-8"), media)
-        for name, media in (("board.js", "text/javascript"), ("board.css", "text/css"))
+        path.name: (path.read_text(encoding="utf-8"), "text/javascript" if path.suffix == ".js" else "text/css")
+        for path in sorted(WEB_DIR.iterdir())
+        if path.suffix in (".js", ".css")
     }
 
     @app.get("/board", include_in_schema=False)
     def board() -> HTMLResponse:
-        return HTMLResponse(page, headers=BOARD_HEADERS)
+        return HTMLResponse(pages["board"], headers=PAGE_HEADERS)
 
-    @app.get("/board/{name}", include_in_schema=False)
-    def board_asset(name: str) -> Response:
+    @app.get("/search", include_in_schema=False)
+    def search_page() -> HTMLResponse:
+        return HTMLResponse(pages["search"], headers=PAGE_HEADERS)
+
+    @app.get("/web/{name}", include_in_schema=False)
+    def asset(name: str) -> Response:
         if name not in assets:
             return JSONResponse({"detail": "not found"}, status_code=404)
         body, media = assets[name]
-        return Response(body, media_type=media, headers=BOARD_HEADERS)
+        return Response(body, media_type=media, headers=PAGE_HEADERS)
 
 
 def _install_error_handlers(app: FastAPI) -> None:

@@ -50,7 +50,7 @@ def open_board(browser: Browser, board_url: str, world: World, person: Person) -
     world.clock.advance(seconds=30)  # a TOTP code is good once
     page.fill("#totp", world.code(person))
     page.click("#login button[type=submit]")
-    expect(page.locator("#board")).to_be_visible()
+    expect(page.locator("#app")).to_be_visible()
     expect(page.locator("#login")).to_be_hidden()
     return page, errors
 
@@ -77,7 +77,7 @@ def test_a_dispatcher_works_hits_on_the_board(world: World, board_url: str, brow
     expect(first.locator(".notes")).to_have_text("silver sedan")
     expect(first).to_have_class("hit urgent")  # on the board at log-in: not flagged as new
     # The crop arrives through the API with the session's headers and decodes in the browser.
-    page.wait_for_function(f"document.querySelector('li[data-hit-id=\"{urgent}\"] img').naturalWidth === 160")
+    expect(first.locator("img")).to_have_js_property("naturalWidth", 160)
     assert "6URG888" not in page.url
 
     # Confirming needs the visual check ticked; nothing is recorded without it.
@@ -148,7 +148,7 @@ def test_the_board_asks_for_a_log_in_again_when_the_session_ends(
     expect(card(page, hit_id)).to_be_visible()
     world.clock.advance(hours=world.service.policy.access.session_max_hours, minutes=1)
     expect(page.locator("#login")).to_be_visible()
-    expect(page.locator("#board")).to_be_hidden()
+    expect(page.locator("#app")).to_be_hidden()
     expect(page.locator("#status")).to_contain_text("Your session has ended")
     expect(page.locator("li.hit")).to_have_count(0)  # nothing of the hits stays on screen
     assert page.evaluate("sessionStorage.getItem('alpr.token')") is None
@@ -167,12 +167,12 @@ def test_the_board_refuses_a_bad_log_in_and_is_served_with_a_strict_policy(
     page.fill("#totp", world.code(dana))
     page.click("#login button[type=submit]")
     expect(page.locator("#status")).to_contain_text("Log-in refused")
-    expect(page.locator("#board")).to_be_hidden()
+    expect(page.locator("#app")).to_be_hidden()
     expect(page.locator("#login")).to_be_visible()
     served = httpx.get(board_url)
     assert "script-src" not in served.headers["content-security-policy"]  # default-src 'self': no inline script
     assert "default-src 'self'" in served.headers["content-security-policy"]
     assert served.headers["cache-control"] == "no-store"
-    assert httpx.get(board_url + "/board.js").headers["content-type"].startswith("text/javascript")
-    assert httpx.get(board_url + "/secrets.txt").status_code == 404
+    assert httpx.get(board_url.replace("/board", "/web/board.js")).headers["content-type"].startswith("text/javascript")
+    assert httpx.get(board_url.replace("/board", "/web/secrets.txt")).status_code == 404
     assert 'data-bell-max-priority="1"' in served.text and 'data-poll-ms="300"' in served.text
