@@ -5,7 +5,8 @@
 Everything runs on localhost and lives under ./var/demo (wiped at the start). Prints each read the
 node makes and one line starting with ``HIT `` per hot-list hit; then an investigator (trained,
 approved, on a registered device) logs in to the hub's API with a TOTP code and searches the first
-hit's plate for a case number, and the access log is verified. Shuts down cleanly; the exit status
+hit's plate for a case number, the public transparency page is read (counts, no plate), and the access
+log is verified. Shuts down cleanly; the exit status
 is 0 when the node's reads all reached the hub, at least one hit was raised and the search worked.
 """
 
@@ -80,6 +81,17 @@ def investigate(account: dict[str, str], plate: str) -> bool:
     return int(str(found["total"])) > 0
 
 
+def publish(hit_plates: list[str]) -> bool:
+    """The public transparency page an agency posts (no log-in): this run in counts, no plate on it."""
+    with urllib.request.urlopen(API.removesuffix("/api/v1") + "/transparency", timeout=10) as response:
+        page = response.read().decode()
+    with urllib.request.urlopen(f"{API}/transparency", timeout=10) as response:
+        figures = json.loads(response.read())
+    print(f"TRANSPARENCY page /transparency: {figures['reads']} reads, {figures['hits']} hits, "
+          f"{figures['searches']} searches in {figures['period_days']} days (public: counts only)")  # fmt: skip
+    return not any(plate in page for plate in hit_plates)
+
+
 def edge_config() -> EdgeConfig:
     snippet = tomllib.loads((VAR / "enrolments" / NODE / "edge.toml").read_text())
     snippet["keys"]["node_secret_key_file"] = str(VAR / "enrolments" / NODE / "node.key")
@@ -149,6 +161,7 @@ def main() -> int:
         delivered = node.spool.stats().depth == 0
         time.sleep(1.0)  # let the hits reach the console
         searched = bool(hit_plates) and investigate(account, hit_plates[0])
+        published = publish(hit_plates)
     finally:
         node.stop()
         time.sleep(1.0)  # let the last hits reach the console
@@ -160,7 +173,9 @@ def main() -> int:
     print(hub("audit", "verify").strip())
     print(f"demo: {node.counters.reads_emitted} reads, all delivered: {delivered}, {hits} hits; hub exited "
           f"with {server.returncode}")  # fmt: skip
-    return 0 if delivered and hits and searched and server.returncode == 0 else 1
+    print(f"web pages while alpr-hub serve runs: {API.removesuffix('/api/v1')}/board (dispatchers), /search "
+          "(investigators), /transparency (public)")  # fmt: skip
+    return 0 if delivered and hits and searched and published and server.returncode == 0 else 1
 
 
 if __name__ == "__main__":
