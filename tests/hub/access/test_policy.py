@@ -52,6 +52,8 @@ def test_check_config_validates_the_policy_file(tmp_path: Path, capsys: pytest.C
         ("[purpose]\ncase_number_patterns = ['\\d*']\n", "matches an empty string"),
         ("[access]\nauthorized_classifications = []\n", "policy.toml: access.authorized_classifications"),
         ('[agency]\nadministrator = "x"\n', "policy.toml: agency.administrator"),
+        ('[agency]\npolicy_url = "http://police.example.gov/alpr"\n', "policy.toml: agency.policy_url"),  # not https
+        ('[agency]\npolicy_url = "javascript:alert(1)"\n', "policy.toml: agency.policy_url"),  # linked from a page
     ],
 )
 def test_check_config_names_each_policy_problem(

@@ -12,10 +12,10 @@ from contextlib import contextmanager
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, sync_playwright
+from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from hub.api.app import create_app
-from tests.hub.access.conftest import World, make_world
+from tests.hub.access.conftest import Person, World, make_world
 from tests.hub.conftest import Database
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or "/usr/bin/chromium"
@@ -63,3 +63,16 @@ def browser() -> Iterator[Browser]:
             yield chromium
         finally:
             chromium.close()
+
+
+def log_in(page: Page, url: str, world: World, person: Person) -> None:
+    """Open the page at ``url`` and log in through its form, as ``person`` on ``world``'s registered device."""
+    page.goto(url)
+    page.fill("#device-key", world.device_key)
+    page.fill("#username", person.username)
+    page.fill("#password", person.password)
+    world.clock.advance(seconds=30)  # a TOTP code is good once
+    page.fill("#totp", world.code(person))
+    page.click("#login button[type=submit]")
+    expect(page.locator("#app")).to_be_visible()
+    expect(page.locator("#login")).to_be_hidden()

@@ -14,7 +14,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from hub.models import Hit
 from tests.hub.access.conftest import Person, World, raise_hit_in
-from tests.hub.api.conftest import POLL_S
+from tests.hub.api.conftest import POLL_S, log_in
 
 pytestmark = pytest.mark.parametrize("blank_url", ["sqlite"], indirect=True)  # the API's SQL is tested on both
 
@@ -43,15 +43,7 @@ def open_board(browser: Browser, board_url: str, world: World, person: Person) -
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(board_url)
-    page.fill("#device-key", world.device_key)
-    page.fill("#username", person.username)
-    page.fill("#password", person.password)
-    world.clock.advance(seconds=30)  # a TOTP code is good once
-    page.fill("#totp", world.code(person))
-    page.click("#login button[type=submit]")
-    expect(page.locator("#app")).to_be_visible()
-    expect(page.locator("#login")).to_be_hidden()
+    log_in(page, board_url, world, person)
     return page, errors
 
 

@@ -11,7 +11,8 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from edge.wire import CandidateModel
-from tests.hub.access.conftest import CASE, Person, World
+from tests.hub.access.conftest import CASE, World
+from tests.hub.api.conftest import log_in
 from tests.hub.conftest import NOW, make_record
 
 pytestmark = pytest.mark.parametrize("blank_url", ["sqlite"], indirect=True)  # the search's SQL: test_search_api.py
@@ -38,18 +39,6 @@ def seed(world: World) -> None:
     )  # fmt: skip
 
 
-def log_in(page: Page, site: str, world: World, person: Person) -> None:
-    page.goto(site + "/search")
-    page.fill("#device-key", world.device_key)
-    page.fill("#username", person.username)
-    page.fill("#password", person.password)
-    world.clock.advance(seconds=30)  # a TOTP code is good once
-    page.fill("#totp", world.code(person))
-    page.click("#login button[type=submit]")
-    expect(page.locator("#app")).to_be_visible()
-    expect(page.locator("#login")).to_be_hidden()
-
-
 def search(page: Page, purpose: str, plate: str, mode: str = "plate") -> None:
     page.fill("#purpose", purpose)
     page.select_option("#plate-mode", mode)
@@ -65,7 +54,7 @@ def test_an_investigator_searches_with_a_case_number_and_opens_a_read(
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    log_in(page, site, world, rivera)
+    log_in(page, site + "/search", world, rivera)
 
     # A purpose that names no investigation is refused by the hub, and the page says why.
     search(page, "investigation", "7ABC123")
@@ -105,7 +94,7 @@ def test_an_investigator_searches_with_a_case_number_and_opens_a_read(
 def test_logging_out_clears_the_results(world: World, site: str, browser: Browser) -> None:
     seed(world)
     page = browser.new_page()
-    log_in(page, site, world, world.person("rivera", ["authorized_user"]))
+    log_in(page, site + "/search", world, world.person("rivera", ["authorized_user"]))
     search(page, CASE, "7ABC123")
     expect(page.locator("#results tbody tr")).to_have_count(2)
     page.click("#logout")
@@ -118,7 +107,7 @@ def test_logging_out_clears_the_results(world: World, site: str, browser: Browse
 def test_a_dispatcher_cannot_search(world: World, site: str, browser: Browser) -> None:
     seed(world)
     page = browser.new_page()
-    log_in(page, site, world, world.person("dana", ["dispatcher"], "Dispatcher"))
+    log_in(page, site + "/search", world, world.person("dana", ["dispatcher"], "Dispatcher"))
     search(page, CASE, "7ABC123")
     expect(page.locator("#status")).to_contain_text("Search refused")
     expect(page.locator("#results tbody tr")).to_have_count(0)
