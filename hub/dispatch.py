@@ -39,7 +39,7 @@ from typing import Any, Final, Literal, TextIO, get_args
 
 import zmq
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import Select, select, update
+from sqlalchemy import Select, func, select, update
 from sqlalchemy.orm import Session
 
 from edge.recognition.formats import mask_plate
@@ -655,6 +655,12 @@ def open_hits_query(limit: int) -> Select[Hit, HotlistEntry, str]:
         .order_by(HotlistEntry.priority, Hit.id.desc())
         .limit(limit)
     )
+
+
+def open_hits_state_query() -> Select[int, int | None, int | None]:
+    """The number of open hits, the newest open id and the sum of the open ids: together they change
+    whenever a hit opens or is settled (ids are never reused). Read from ``ix_hits_disposition`` alone."""
+    return select(func.count(), func.max(Hit.id), func.sum(Hit.id)).where(Hit.disposition == OPEN)
 
 
 def open_hits(session: Session, limit: int = 100) -> list[Hit]:

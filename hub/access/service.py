@@ -37,7 +37,7 @@ from hub.access.models import (
 from hub.access.policy import PolicySettings
 from hub.access.roles import Permission, permissions
 from hub.access.search import SearchQuery, read_detail, read_summary, search_reads
-from hub.dispatch import Disposition, open_hits_query, set_disposition
+from hub.dispatch import Disposition, open_hits_query, open_hits_state_query, set_disposition
 from hub.models import Hit, Image, Node, Read
 from hub.nodes import list_nodes
 from hub.retention import create_hold, release_hold
@@ -260,6 +260,22 @@ class ComplianceService:
             return Outcome(hits, result_count=len(hits))
 
         return self._gated(actor, Permission.VIEW_HITS, "hits.view", {"disposition": "open"}, work)  # type: ignore[no-any-return]
+
+    def open_hits_state(self, actor: Actor) -> dict[str, Any]:
+        """How many hits are open and a version that changes whenever the set of open hits does; no ALPR
+        information (no plate, place or time), so, once the gate allows it, it is not logged. A hit board
+        polls this and asks :meth:`open_hits` (logged) only when the version moves: the access log grows
+        with what dispatchers are shown, not with the minutes a board stays open. Refusals are logged."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            decision = decide(session, actor, Permission.VIEW_HITS, None, now, self.policy)
+            if not decision.allowed:
+                self._append(session, actor, "hits.view", "denied", decision, {"disposition": "open"}, None,
+                             decision.reason, now)  # fmt: skip
+            else:
+                count, newest, id_sum = session.execute(open_hits_state_query()).one()
+                return {"open": count, "version": f"{count}.{newest or 0}.{id_sum or 0}"}
+        raise AccessDenied(decision.reason)
 
     def hit_crop(self, actor: Actor, hit_id: int) -> bytes:
         """The plate crop of a hit, for the dispatcher who must verify plate and state before acting."""

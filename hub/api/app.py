@@ -272,6 +272,11 @@ def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_
     def hits(who: Who, limit: Annotated[int, Query(ge=1, le=200)] = 50) -> list[dict[str, Any]]:
         return service.open_hits(who, limit)
 
+    @api.get("/hits/state")
+    def hits_state(who: Who) -> dict[str, Any]:
+        """The open hits' count and version (no ALPR information, not logged): poll this, fetch /hits on change."""
+        return service.open_hits_state(who)
+
     @api.get("/hits/{hit_id}/crop")
     def hit_crop(hit_id: int, who: Who) -> Response:
         return Response(service.hit_crop(who, hit_id), media_type="image/jpeg")

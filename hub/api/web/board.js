@@ -10,6 +10,7 @@ const BELL_MAX_PRIORITY = Number(document.documentElement.dataset.bellMaxPriorit
 const $ = (id) => document.getElementById(id);
 const shown = new Map(); // hit_id -> {element, cropUrl}
 let firstLoad = true;
+let shownVersion = null; // the open hits' version on screen
 let timer = null;
 let audio = null;
 
@@ -25,30 +26,36 @@ function stop() {
   timer = null;
   for (const id of [...shown.keys()]) removeHit(id);
   firstLoad = true;
+  shownVersion = null;
   $("mute-label").hidden = true;
   document.title = "Hit board";
 }
 
+// Every POLL_MS the board asks for the open hits' version (a count and ids: no ALPR information, not
+// logged); only when it moves does it fetch the hits themselves, an access the hub logs. So the access
+// log records what a dispatcher was shown, not one entry every few seconds per open board.
 async function poll() {
   timer = null;
-  let response;
   try {
-    response = await AlprSession.call("/hits?limit=200");
-  } catch (e) {
-    if (e.message !== "session ended") {
-      AlprSession.setStatus("The hub cannot be reached; retrying. The hits below may be out of date.", true);
-      timer = setTimeout(poll, POLL_MS);
+    const state = await AlprSession.call("/hits/state");
+    if (!state.ok) throw new Refused(await AlprSession.detail(state));
+    const version = (await state.json()).version;
+    if (version !== shownVersion) {
+      const response = await AlprSession.call("/hits?limit=200");
+      if (!response.ok) throw new Refused(await AlprSession.detail(response));
+      render(await response.json());
+      shownVersion = version;
     }
-    return;
-  }
-  if (!response.ok) {
-    AlprSession.setStatus("The hub refused the hit list: " + (await AlprSession.detail(response)), true);
-  } else {
-    render(await response.json());
     AlprSession.setStatus("Updated " + new Date().toLocaleTimeString() + ".");
+  } catch (e) {
+    if (e.message === "session ended") return;
+    AlprSession.setStatus(e instanceof Refused ? "The hub refused the hit list: " + e.message
+      : "The hub cannot be reached; retrying. The hits below may be out of date.", true);
   }
   timer = setTimeout(poll, POLL_MS);
 }
+
+class Refused extends Error {}
 
 function render(hits) {
   const open = new Set(hits.map((h) => h.hit_id));

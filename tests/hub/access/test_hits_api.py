@@ -69,3 +69,32 @@ def test_a_second_disposition_of_the_same_hit_is_a_conflict(world: World) -> Non
     assert late.status_code == 409 and "already misread (by dana)" in late.json()["detail"]
     with world.database.sessions() as session:
         assert session.get(Hit, hit_id).disposition == "misread"  # type: ignore[union-attr]
+
+
+def test_the_open_hits_version_moves_with_the_open_hits_and_is_not_logged(world: World) -> None:
+    dispatcher = world.login(world.person("dana", ["dispatcher"], "Dispatcher"))
+
+    def state() -> dict[str, object]:
+        response = world.client.get(world.url("/hits/state"), headers=dispatcher)
+        assert response.status_code == 200, response.text
+        return dict(response.json())
+
+    empty = state()
+    assert empty["open"] == 0
+    first = raise_hit(world)
+    one = state()
+    assert one["open"] == 1 and one["version"] != empty["version"]
+    assert state() == one  # nothing changed: the same version
+    second = raise_hit_in(world.database.sessions, world.node_id, world.service.images, plate="6URG888",
+                          list_name="amber-alerts", priority=0)  # fmt: skip
+    world.client.post(world.url(f"/hits/{first}/disposition"), json={"disposition": "misread"}, headers=dispatcher)
+    replaced = state()  # one settled, one new: the count alone would not tell
+    assert replaced["open"] == 1 and replaced["version"] != one["version"]
+    assert second
+    assert not [e for e in world.log_entries() if e["action"] == "hits.view"]  # counts only: no ALPR information
+
+    auditor = world.login(world.person("otto", ["auditor"], "Auditor"))
+    assert world.client.get(world.url("/hits/state"), headers=auditor).status_code == 403
+    assert [(e["action"], e["outcome"], e["username"]) for e in world.log_entries() if e["action"] == "hits.view"] == [
+        ("hits.view", "denied", "otto")
+    ]

@@ -92,6 +92,10 @@ def test_a_dispatcher_works_hits_on_the_board(world: World, board_url: str, brow
     expect(card(page, loud)).to_be_visible()
     assert alerts(page) == 2
     expect(page).to_have_title("(4) Hit board")
+    # An open board with nothing new adds nothing to the access log: it logs what it shows, not each poll.
+    views = len([e for e in world.log_entries() if e["action"] == "hits.view"])
+    page.wait_for_timeout(POLL_S * 5 * 1000)
+    assert len([e for e in world.log_entries() if e["action"] == "hits.view"]) == views
     card(page, quiet).locator(".facts").click()  # looked at: no longer flagged
     expect(card(page, quiet)).to_have_class("hit routine")
 
