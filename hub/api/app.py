@@ -12,6 +12,9 @@ reaches ALPR information (429.4).
 
 # No ``from __future__ import annotations``: FastAPI reads the routes' annotations at definition time,
 # and ``Who`` below is local to create_app.
+import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from string import Template
@@ -168,12 +171,20 @@ def _zip(file: ExportFile) -> Response:
     )  # fmt: skip
 
 
-def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_poll_s: float = 3.0) -> FastAPI:
+def create_app(
+    service: ComplianceService,
+    *,
+    bell_max_priority: int = 1,
+    board_poll_s: float = 3.0,
+    public_figures_s: float = 300.0,
+) -> FastAPI:
     """The API, the pages for people (``/board`` for dispatchers, ``/search`` for investigators: they use the
     API and hold no data themselves) and the public ``/transparency`` page.
 
     ``bell_max_priority``: the board sounds for hits of these list priorities even when muted (as the
-    console's bell); ``board_poll_s``: how often an open board asks for the open hits.
+    console's bell); ``board_poll_s``: how often an open board asks for the open hits;
+    ``public_figures_s``: how long the public figures are reused (counting a month of reads for every
+    anonymous request would let anyone load the database).
     """
     app = FastAPI(
         title="ALPR hub API",
@@ -207,10 +218,12 @@ def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
+    public_figures = _Reused(service.transparency, public_figures_s)
+
     @api.get("/transparency")
     def transparency() -> dict[str, Any]:
         """Public: counts of cameras, reads, hits and searches, retention, agencies shared with (no ALPR data)."""
-        return service.transparency()
+        return public_figures()
 
     # --- log-in ---------------------------------------------------------------------------------
 
@@ -397,9 +410,26 @@ def create_app(service: ComplianceService, *, bell_max_priority: int = 1, board_
     @app.get("/transparency", include_in_schema=False)
     def transparency_page() -> HTMLResponse:
         """Public: the JSON figures above and the policy the hub enforces, as a page to post (1798.90.51(b))."""
-        return HTMLResponse(render_transparency(service.transparency(), service.policy), headers=PUBLIC_PAGE_HEADERS)
+        return HTMLResponse(render_transparency(public_figures(), service.policy), headers=PUBLIC_PAGE_HEADERS)
 
     return app
+
+
+class _Reused:
+    """``compute()``'s result, computed again once it is ``max_age_s`` old (one caller at a time computes)."""
+
+    def __init__(self, compute: Callable[[], dict[str, Any]], max_age_s: float) -> None:
+        self.compute = compute
+        self.max_age_s = max_age_s
+        self.lock = threading.Lock()
+        self.value: dict[str, Any] | None = None
+        self.at = 0.0
+
+    def __call__(self) -> dict[str, Any]:
+        with self.lock:
+            if self.value is None or time.monotonic() - self.at >= self.max_age_s:
+                self.value, self.at = self.compute(), time.monotonic()
+            return self.value
 
 
 def _add_pages(app: FastAPI, bell_max_priority: int, poll_s: float) -> None:

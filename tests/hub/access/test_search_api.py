@@ -7,10 +7,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from edge.wire import GpsModel
 from hub.access.models import AccessLogEntry
+from hub.api.app import create_app
 from hub.models import Read
 from tests.hub.access.conftest import CASE, NOW, World, make_record
 
@@ -272,3 +274,14 @@ def test_the_public_transparency_figures_count_without_revealing(world: World, s
     assert (figures["cameras_enrolled"], figures["reads"], figures["searches"]) == (1, 5, 1)
     assert figures["authorized_users"] == 1 and figures["retention_days"]["reads"] == 60
     assert not any(plate in public.text for plate in ("7ABC123", "7A8C123", "7ABD999", "5XYZ789"))
+
+
+def test_the_public_figures_are_counted_again_only_after_their_period(world: World) -> None:
+    """Anyone may ask for them: counting a month of reads per request would let anyone load the database."""
+    seed(world)
+    assert world.client.get(world.url("/transparency")).json()["reads"] == 5
+    world.store(make_record(plate="6NEW001"))
+    assert world.client.get(world.url("/transparency")).json()["reads"] == 5  # reused (default 300 s)
+    assert '<td class="n" id="reads">5</td>' in world.client.get("/transparency").text
+    fresh = TestClient(create_app(world.service, public_figures_s=0.0))
+    assert fresh.get(world.url("/transparency")).json()["reads"] == 6
