@@ -93,6 +93,11 @@ def test_serve_publishes_the_api_and_the_audit_report_renders_in_a_browser(tmp_p
         search = httpx.post(f"{base}/search", headers=headers, json=body)
         assert search.status_code == 200 and search.json()["total"] == 0
         assert httpx.post(f"{base}/search", json=body).status_code == 401
+        site = base.removesuffix("/api/v1")
+        for page, marker in (("/board", 'id="hits"'), ("/search", 'id="results"'), ("/transparency", 'id="reads"')):
+            served = httpx.get(site + page)
+            assert served.status_code == 200 and marker in served.text, page
+        assert 'data-bell-max-priority="1"' in httpx.get(site + "/board").text  # [dispatch] bell_max_priority
     finally:
         hub.stop()
 
