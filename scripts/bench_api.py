@@ -38,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -146,6 +147,17 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
+def timed(times: int, request: Callable[[], Any]) -> dict[str, float]:
+    """p50 and p95 in ms of ``times`` calls of ``request`` (an HTTP call whose response must succeed)."""
+    latencies = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        response = request()
+        latencies.append((time.perf_counter() - t0) * 1000)
+        response.raise_for_status()
+    return {"p50_ms": round(statistics.median(latencies), 2), "p95_ms": round(percentile(latencies, 0.95), 2)}
+
+
 def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     """The figures for one freshly migrated database at ``url``."""
     rng = random.Random(7)
@@ -198,23 +210,14 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict
         },
     }
     results = []
+
+    def search(make_query: Callable[[], dict[str, Any]]) -> Any:
+        return client.post(f"{API_PREFIX}/search", json={"purpose": CASE, "query": make_query()}, headers=headers)
+
     for kind, make_query in kinds.items():
-        latencies = []
-        for _ in range(args.searches):
-            body = {"purpose": CASE, "query": make_query()}
-            t0 = time.perf_counter()
-            response = client.post(f"{API_PREFIX}/search", json=body, headers=headers)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            response.raise_for_status()
-        results.append(
-            {
-                "figure": f"search {kind} via API (gate + log)",
-                "backend": backend,
-                "reads": args.reads,
-                "p50_ms": round(statistics.median(latencies), 2),
-                "p95_ms": round(percentile(latencies, 0.95), 2),
-            }
-        )
+        latency = timed(args.searches, partial(search, make_query))
+        results.append({"figure": f"search {kind} via API (gate + log)", "backend": backend, "reads": args.reads,
+                        **latency})  # fmt: skip
 
     per_thread = max(1, args.searches // 2)
     errors: list[BaseException] = []
@@ -251,21 +254,8 @@ def bench_backend(backend: str, url: str, args: argparse.Namespace) -> list[dict
         ("/hits/state", "hit board poll: GET /hits/state (gate, not logged)"),
         ("/hits", "hit board on change: GET /hits (gate + log), 20 open"),
     ):
-        latencies = []
-        for _ in range(args.searches):
-            t0 = time.perf_counter()
-            response = client.get(f"{API_PREFIX}{path}", headers=headers)
-            latencies.append((time.perf_counter() - t0) * 1000)
-            response.raise_for_status()
-        results.append(
-            {
-                "figure": figure,
-                "backend": backend,
-                "settled_hits": args.settled_hits,
-                "p50_ms": round(statistics.median(latencies), 2),
-                "p95_ms": round(percentile(latencies, 0.95), 2),
-            }
-        )
+        latency = timed(args.searches, partial(client.get, f"{API_PREFIX}{path}", headers=headers))
+        results.append({"figure": figure, "backend": backend, "settled_hits": args.settled_hits, **latency})
 
     log = service.log
     now = datetime.now(UTC)

@@ -37,7 +37,7 @@ from hub.access.models import (
 from hub.access.policy import PolicySettings
 from hub.access.roles import Permission, permissions
 from hub.access.search import SearchQuery, read_detail, read_summary, search_reads
-from hub.dispatch import Disposition, open_hits_query, open_hits_state_query, set_disposition
+from hub.dispatch import Disposition, crop_url_for, open_hits_query, open_hits_state_query, set_disposition
 from hub.models import Hit, Image, Node, Read
 from hub.nodes import list_nodes
 from hub.retention import create_hold, release_hold
@@ -87,7 +87,6 @@ class ComplianceService:
         clock: Clock = _utcnow,
         issuer: str = "ALPR hub",
         image_url: str = "/api/v1/images",
-        hits_url: str = "/api/v1/hits",
     ) -> None:
         self.sessions = sessions
         self.policy = policy
@@ -96,7 +95,6 @@ class ComplianceService:
         self.clock = clock
         self.issuer = issuer
         self.image_url = image_url
-        self.hits_url = hits_url
         self.totp_vault = accounts.TotpVault(access_log.derived_key(b"totp"))
 
     # --- the gate -------------------------------------------------------------------------------
@@ -109,7 +107,12 @@ class ComplianceService:
         query: Mapping[str, Any],
         work: Callable[[Session, Decision, datetime], Outcome],
         purpose: str | None = None,
+        *,
+        log_allowed: bool = True,
     ) -> Any:
+        """``work`` if the gate allows ``actor`` ``permission`` (and ``purpose``), logged with its outcome.
+        ``log_allowed=False`` is for work that returns no ALPR information: refusals and errors are still
+        logged, an allowed call is not."""
         now = self.clock()
         with self.sessions.begin() as session:
             decision = decide(session, actor, permission, purpose, now, self.policy)
@@ -124,8 +127,9 @@ class ComplianceService:
                     self._append(session, actor, action, "error", decision, query, None, str(exc), now)
                     failure: Exception = exc
                 else:
-                    self._append(session, actor, action, "denied" if outcome.refused else "allowed", decision,
-                                 outcome.query or query, outcome.result_count, outcome.detail, now)  # fmt: skip
+                    if outcome.refused or log_allowed:
+                        self._append(session, actor, action, "denied" if outcome.refused else "allowed", decision,
+                                     outcome.query or query, outcome.result_count, outcome.detail, now)  # fmt: skip
                     if not outcome.refused:
                         return outcome.value
                     decision, refused = Decision(False), outcome.detail
@@ -254,7 +258,7 @@ class ComplianceService:
                      "created_utc": h.created_utc.isoformat(), "list_name": list_name,
                      "entry": {"plate": e.plate, "state": e.state, "category": e.category, "priority": e.priority,
                                "notes": e.notes},
-                     "crop_url": f"{self.hits_url}/{h.id}/crop" if r.crop_sha256 else None,
+                     "crop_url": crop_url_for("", h.id) if r.crop_sha256 else None,
                      "read": read_summary(r, node, self.image_url)}
                     for h, e, list_name, r, node in rows]  # fmt: skip
             return Outcome(hits, result_count=len(hits))
@@ -266,16 +270,12 @@ class ComplianceService:
         information (no plate, place or time), so, once the gate allows it, it is not logged. A hit board
         polls this and asks :meth:`open_hits` (logged) only when the version moves: the access log grows
         with what dispatchers are shown, not with the minutes a board stays open. Refusals are logged."""
-        now = self.clock()
-        with self.sessions.begin() as session:
-            decision = decide(session, actor, Permission.VIEW_HITS, None, now, self.policy)
-            if not decision.allowed:
-                self._append(session, actor, "hits.view", "denied", decision, {"disposition": "open"}, None,
-                             decision.reason, now)  # fmt: skip
-            else:
-                count, newest, id_sum = session.execute(open_hits_state_query()).one()
-                return {"open": count, "version": f"{count}.{newest or 0}.{id_sum or 0}"}
-        raise AccessDenied(decision.reason)
+
+        def work(session: Session, _d: Decision, _now: datetime) -> Outcome:
+            count, newest, id_sum = session.execute(open_hits_state_query()).one()
+            return Outcome({"open": count, "version": f"{count}.{newest or 0}.{id_sum or 0}"})
+
+        return self._gated(actor, Permission.VIEW_HITS, "hits.view", {"disposition": "open"}, work, log_allowed=False)  # type: ignore[no-any-return]
 
     def hit_crop(self, actor: Actor, hit_id: int) -> bytes:
         """The plate crop of a hit, for the dispatcher who must verify plate and state before acting."""

@@ -79,9 +79,7 @@ function render(hits) {
   firstLoad = false;
 }
 
-function text(root, selector, value) {
-  root.querySelector(selector).textContent = value;
-}
+const text = AlprPages.setText;
 
 function buildHit(hit) {
   const li = $("hit-template").content.firstElementChild.cloneNode(true);
@@ -106,24 +104,10 @@ function buildHit(hit) {
 }
 
 async function loadCrop(hit, entry) {
-  const img = entry.element.querySelector("img");
-  const none = entry.element.querySelector(".no-crop");
-  if (!hit.crop_url) {
-    img.hidden = true;
-    none.hidden = false;
-    return;
-  }
-  const url = await AlprPages.imageUrl(hit.crop_url.slice(AlprSession.API.length), none);
-  if (!shown.has(hit.hit_id)) {
-    if (url) URL.revokeObjectURL(url); // disposed of while loading
-    return;
-  }
-  if (url) {
-    entry.cropUrl = url;
-    img.src = url;
-  } else {
-    img.hidden = true;
-  }
+  const url = await AlprPages.showImage(hit.crop_url, entry.element.querySelector("img"),
+    entry.element.querySelector(".no-crop"));
+  if (url && !shown.has(hit.hit_id)) URL.revokeObjectURL(url); // disposed of while loading
+  else entry.cropUrl = url;
 }
 
 function removeHit(id) {

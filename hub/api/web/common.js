@@ -112,6 +112,10 @@ const AlprSession = (() => {
 
 // Display helpers shared by the pages; every value ends up as text, never as HTML.
 const AlprPages = (() => {
+  function setText(root, selector, value) {
+    root.querySelector(selector).textContent = value;
+  }
+
   function when(iso) {
     const seen = new Date(iso);
     return seen.toISOString().replace(".000Z", "Z") + " (" + seen.toLocaleString() + " here)";
@@ -123,20 +127,27 @@ const AlprPages = (() => {
     return read.latitude.toFixed(5) + ", " + read.longitude.toFixed(5) + heading;
   }
 
-  // An image from the API (a path under /api/v1) as a blob: URL, or null with the reason in `problem`.
-  async function imageUrl(path, problem) {
-    try {
-      const response = await AlprSession.call(path);
-      if (!response.ok) throw new Error(await AlprSession.detail(response));
-      return URL.createObjectURL(await response.blob());
-    } catch (e) {
-      if (problem) {
-        problem.hidden = false;
-        problem.textContent = "image not available: " + e.message;
+  // The API's image at `url` (as the API gives it: /api/v1/..., plus `query`) shown in `img` through a
+  // blob: URL, which it returns for the caller to revoke; null, with the reason in `problem`, if none.
+  async function showImage(url, img, problem, query = "") {
+    let reason = "no image stored";
+    if (url) {
+      try {
+        const response = await AlprSession.call(url.slice(AlprSession.API.length) + query);
+        if (!response.ok) throw new Error(await AlprSession.detail(response));
+        const blob = URL.createObjectURL(await response.blob());
+        img.src = blob;
+        img.hidden = false;
+        return blob;
+      } catch (e) {
+        reason = "image not available: " + e.message;
       }
-      return null;
     }
+    img.hidden = true;
+    problem.hidden = false;
+    problem.textContent = reason;
+    return null;
   }
 
-  return {imageUrl, when, where};
+  return {setText, showImage, when, where};
 })();

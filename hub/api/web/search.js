@@ -88,33 +88,20 @@ function show(found) {
   $("next").disabled = found.page >= pages;
 }
 
-function image(url, img, problem) {
-  if (!url) {
-    img.hidden = true;
-    problem.hidden = false;
-    problem.textContent = "no image stored";
-    return;
-  }
-  const path = url.slice(AlprSession.API.length) + "?purpose=" + encodeURIComponent(current.purpose);
-  AlprPages.imageUrl(path, problem).then((blob) => {
-    if (!blob) {
-      img.hidden = true;
-      return;
-    }
-    blobs.push(blob);
-    img.src = blob;
-    img.hidden = false;
-  });
+async function image(url, img, problem) {
+  const blob = await AlprPages.showImage(url, img, problem, "?purpose=" + encodeURIComponent(current.purpose));
+  if (blob) blobs.push(blob);
 }
 
 function row(read) {
   const tr = $("row-template").content.firstElementChild.cloneNode(true);
   tr.dataset.readId = read.read_id;
-  tr.querySelector(".plate").textContent = read.plate;
-  tr.querySelector(".seen").textContent = AlprPages.when(read.seen_utc);
-  tr.querySelector(".where").textContent = AlprPages.where(read);
-  tr.querySelector(".camera").textContent = read.node + " / " + read.camera;
-  tr.querySelector(".confidence").textContent = read.confidence.toFixed(2);
+  const text = AlprPages.setText;
+  text(tr, ".plate", read.plate);
+  text(tr, ".seen", AlprPages.when(read.seen_utc));
+  text(tr, ".where", AlprPages.where(read));
+  text(tr, ".camera", read.node + " / " + read.camera);
+  text(tr, ".confidence", read.confidence.toFixed(2));
   image(read.crop_url, tr.querySelector("img"), tr.querySelector(".no-crop"));
   tr.querySelector(".open").addEventListener("click", () => details(read.read_id));
   return tr;

@@ -4,13 +4,12 @@ served over HTTP by uvicorn on a real database. Made-up plates only."""
 from __future__ import annotations
 
 import time
-from typing import Any
 
 import cv2
 import httpx
 import numpy as np
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Locator, Page, expect
 
 from hub.models import Hit
 from tests.hub.access.conftest import Person, World, raise_hit_in
@@ -47,7 +46,7 @@ def open_board(browser: Browser, board_url: str, world: World, person: Person) -
     return page, errors
 
 
-def card(page: Page, hit_id: int) -> Any:
+def card(page: Page, hit_id: int) -> Locator:
     return page.locator(f'li.hit[data-hit-id="{hit_id}"]')
 
 
